@@ -1,0 +1,1 @@
+"""recon: reconstruction algorithms (samplers, baselines), metrics, I/O and the application."""
