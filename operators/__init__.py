@@ -10,6 +10,7 @@ from .base import (
     inner,
 )
 from .cg import conjugate_gradient
+from .dense import MatrixOperator
 from .noise import GaussianNoise, TransmissionNoise
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "GaussianNoise",
     "Identity",
     "LinearOperator",
+    "MatrixOperator",
     "ScaledOperator",
     "SumOperator",
     "TransmissionNoise",

@@ -1,0 +1,114 @@
+"""Saving and loading diffusion priors.
+
+Two formats:
+
+* **recon checkpoints**: ``NAME.safetensors`` (the network's state dict) beside
+  ``NAME.yaml``, the model card: ``network`` (guided-diffusion ``create_model``
+  arguments), ``schedule`` (``{name, steps}``), ``normalization``
+  (:class:`~priors.prior.Normalization` fields) and free-form ``data``, ``training``,
+  ``quality`` sections.
+* **guided-diffusion ``.pt`` state dicts** as published with DDS/DPS, read with
+  ``torch.load(weights_only=True)`` (no code is unpickled) and described by a YAML file of
+  the same form as the model card (at least ``network``).
+
+A checkpoint that does not fit its network config is an error naming the first
+mismatching parameter; nothing is ever randomly initialised silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+
+from .prior import DiffusionPrior, Normalization
+from .schedule import VPSchedule
+from .unet import from_guided_diffusion
+
+
+class CheckpointError(ValueError):
+    """A prior checkpoint or model card is missing, unreadable or does not fit its config."""
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """Read a YAML model card; it must hold a ``network`` mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model card not found")
+    try:
+        card = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(card, dict) or not isinstance(card.get("network"), dict):
+        raise CheckpointError(f"{path}: model card needs a 'network' mapping of guided-diffusion arguments")
+    return card
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or foreign file: report, never unpickle further
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state_dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def prior_from_card(card: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None,
+                    source: str = "") -> DiffusionPrior:
+    """Build a :class:`DiffusionPrior` from a model card and (optionally) its weights."""
+    network_cfg = dict(card["network"])
+    try:
+        network = from_guided_diffusion(network_cfg, state_dict)
+    except ValueError as err:
+        raise CheckpointError(f"{source}: {err}" if source else str(err)) from None
+    sched = card.get("schedule", {}) or {}
+    schedule = VPSchedule.from_name(str(sched.get("name", "linear")), int(sched.get("steps", 1000)))
+    normalization = Normalization.from_dict(card.get("normalization", {}) or {})
+    in_ch = int(network_cfg.get("in_channels", 3))
+    prior = DiffusionPrior(network.eval(), schedule, normalization, channels=in_ch, card=card)
+    prior.requires_grad_(False)
+    return prior
+
+
+def load_checkpoint(path: str | Path, card_path: str | Path | None = None) -> DiffusionPrior:
+    """Load ``path`` (``.safetensors`` or guided-diffusion ``.pt``) with its YAML card.
+
+    The card defaults to ``path`` with the suffix ``.yaml``.
+    """
+    path = Path(path)
+    card_path = Path(card_path) if card_path is not None else path.with_suffix(".yaml")
+    card = read_card(card_path)
+    return prior_from_card(card, _read_state_dict(path), source=str(path))
+
+
+def save_checkpoint(path: str | Path, network: torch.nn.Module, card: Mapping[str, Any]) -> None:
+    """Write ``path`` (``.safetensors``) and its card ``path.with_suffix('.yaml')`` atomically."""
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in network.state_dict().items()}
+    for target, writer in ((path, lambda p: save_file(state, p)),
+                           (path.with_suffix(".yaml"), lambda p: Path(p).write_text(yaml.safe_dump(dict(card), sort_keys=False)))):
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

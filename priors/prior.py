@@ -1,0 +1,106 @@
+"""``DiffusionPrior``: a noise-prediction network, its VP schedule, and data normalisation.
+
+Samplers work in the network's *model space*: ``z = (x - offset) / scale`` for real images
+``(B, 1, H, W)`` in physical units (e.g. attenuation in 1/cm), and for complex images
+``(B, 1, H, W)`` complex the channels ``[Re x, Im x] / scale``. :meth:`encode` and
+:meth:`decode` convert; forward operators always see physical units. The forward process is
+``z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps`` with ``t`` a training-step index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .schedule import VPSchedule
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Affine map between physical units and model space: ``z = (x - offset) / scale``.
+
+    ``complex_channels``: images are complex and occupy 2 channels (real, imaginary);
+    ``offset`` must then be 0. ``units`` documents the physical unit (e.g. ``"1/cm"``).
+    """
+
+    offset: float = 0.0
+    scale: float = 1.0
+    complex_channels: bool = False
+    units: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Normalization":
+        return cls(float(d.get("offset", 0.0)), float(d.get("scale", 1.0)),
+                   bool(d.get("complex_channels", False)), str(d.get("units", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "scale": self.scale,
+                "complex_channels": self.complex_channels, "units": self.units}
+
+
+class DiffusionPrior(nn.Module):
+    """Network + schedule + normalisation; what every sampler sees of a prior.
+
+    Args:
+        network: ``network(z_t, t) -> (B, C or 2C, H, W)``, eps prediction (the first C
+            channels when the network also predicts variances, ``learn_sigma``).
+        schedule: the VP schedule the network was trained with (T training steps).
+        normalization: physical units <-> model space.
+        channels: C, channels of model-space images.
+        card: the model card (metadata), kept for reports.
+    """
+
+    def __init__(self, network: nn.Module, schedule: VPSchedule, normalization: Normalization,
+                 channels: int = 1, card: Mapping[str, Any] | None = None):
+        super().__init__()
+        self.network = network
+        self.schedule = schedule
+        self.normalization = normalization
+        self.channels = int(channels)
+        self.card = dict(card or {})
+
+    # --- units ---------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """Physical ``(B, 1, H, W)`` (real or complex) -> model space ``(B, C, H, W)``."""
+        n = self.normalization
+        if n.complex_channels:
+            return torch.cat([x.real, x.imag], dim=1) / n.scale
+        return (x - n.offset) / n.scale
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Model space ``(B, C, H, W)`` -> physical ``(B, 1, H, W)`` (complex if configured)."""
+        n = self.normalization
+        if n.complex_channels:
+            return torch.complex(z[:, :1].float(), z[:, 1:2].float()) * n.scale
+        return z * n.scale + n.offset
+
+    # --- the network ----------------------------------------------------------------
+    def _timesteps(self, t: Tensor | int, batch: int, device: torch.device) -> Tensor:
+        t = torch.as_tensor(t, device=device)
+        return t.expand(batch).float() if t.dim() == 0 else t.float()
+
+    def eps(self, z_t: Tensor, t: Tensor | int) -> Tensor:
+        """Predicted noise ``eps(z_t, t)``, ``(B, C, H, W)``; ``t`` scalar or ``(B,)``."""
+        out = self.network(z_t, self._timesteps(t, z_t.shape[0], z_t.device))
+        return out[:, : self.channels].to(z_t.dtype)
+
+    def x0(self, z_t: Tensor, t: Tensor | int) -> Tensor:
+        """Tweedie's posterior mean ``E[z_0 | z_t] = (z_t - sqrt(1-abar) eps) / sqrt(abar)``."""
+        return self.x0_from_eps(z_t, t, self.eps(z_t, t))
+
+    def x0_from_eps(self, z_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
+        """Tweedie estimate from a given ``eps`` (no network call)."""
+        abar = self._broadcast(self.schedule.alpha_bar(self._timesteps(t, z_t.shape[0], z_t.device)), z_t)
+        return (z_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+    def score(self, z_t: Tensor, t: Tensor | int) -> Tensor:
+        """``grad log p_t(z_t) = -eps / sqrt(1 - abar_t)``."""
+        sigma = self._broadcast(self.schedule.sigma(self._timesteps(t, z_t.shape[0], z_t.device)), z_t)
+        return -self.eps(z_t, t) / sigma
+
+    @staticmethod
+    def _broadcast(v: Tensor, like: Tensor) -> Tensor:
+        return v.to(like.dtype if not like.is_complex() else torch.float32).reshape(-1, *[1] * (like.dim() - 1))

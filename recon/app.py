@@ -1,0 +1,72 @@
+"""Command-line entry: ``python -m recon COMMAND [key=value ...]``.
+
+Commands:
+    run     simulate a measurement of one image and reconstruct it with every method
+    train   train a diffusion prior (denoising score matching, EMA, resumable)
+
+Overrides use Hydra's syntax (``operator.views=8``, ``data=file data.path=FILE``,
+``hydra.run.dir=DIR``); ``python -m recon run --help`` lists the config groups. User errors
+(bad input files, unknown keys) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from .errors import ReconError
+
+USAGE = __doc__ or ""
+
+
+def _run(overrides: Sequence[str]) -> int:
+    from .config import load_config
+    from .run import run
+
+    run(load_config(overrides))
+    return 0
+
+
+def _train(overrides: Sequence[str]) -> int:
+    from .config import load_config
+    from .train_cmd import train
+
+    train(load_config(overrides, config_name="train"))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": _run, "train": _train}
+
+
+def _group_help() -> str:
+    from .config import config_dir
+
+    root = config_dir()
+    lines = ["config groups (choose with GROUP=OPTION):"]
+    for group in sorted(p for p in root.iterdir() if p.is_dir()):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        lines.append(f"  {group.name:<10} {', '.join(options)}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(USAGE.strip())
+        return 0 if args else 2
+    command, overrides = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    try:
+        if any(a in {"-h", "--help"} for a in overrides):
+            print(USAGE.strip() + "\n\n" + _group_help())
+            return 0
+        return COMMANDS[command](overrides)
+    except ReconError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

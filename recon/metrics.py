@@ -1,0 +1,95 @@
+"""Image quality metrics: PSNR, SSIM, NMSE.
+
+Conventions (those of fastMRI's ``evaluate.py``): the *target* sets the data range,
+``data_range = max(target)`` unless given (for CT in attenuation units this is the
+brightest structure, usually bone; for MRI magnitude the volume's maximum). PSNR and NMSE
+are computed over the whole array (a slice or a volume). SSIM uses a 7x7 uniform window,
+K1 = 0.01, K2 = 0.03 and sample covariance, computed per 2D slice over the window positions
+that lie fully inside the image and averaged (identical to scikit-image's
+``structural_similarity(..., data_range=max)`` per slice).
+
+Inputs are torch tensors or NumPy arrays of matching shape ``(..., H, W)``; results are
+Python floats. Complex inputs are compared in magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _as_tensor(a: ArrayLike) -> Tensor:
+    t = torch.as_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a.detach()
+    if t.is_complex():
+        t = t.abs()
+    return t.to(torch.float64).cpu()
+
+
+def _prepare(recon: ArrayLike, target: ArrayLike) -> tuple[Tensor, Tensor]:
+    x, ref = _as_tensor(recon), _as_tensor(target)
+    if x.shape != ref.shape:
+        raise ValueError(f"shape mismatch: reconstruction {tuple(x.shape)} vs target {tuple(ref.shape)}")
+    return x, ref
+
+
+def nmse(recon: ArrayLike, target: ArrayLike) -> float:
+    """Normalised MSE ``||recon - target||^2 / ||target||^2`` over the whole array."""
+    x, ref = _prepare(recon, target)
+    return float(((x - ref) ** 2).sum() / (ref**2).sum())
+
+
+def psnr(recon: ArrayLike, target: ArrayLike, data_range: float | None = None) -> float:
+    """PSNR in dB, ``10 log10(data_range^2 / MSE)``; ``data_range`` defaults to ``max(target)``."""
+    x, ref = _prepare(recon, target)
+    peak = float(ref.max()) if data_range is None else float(data_range)
+    mse = float(((x - ref) ** 2).mean())
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def ssim(
+    recon: ArrayLike,
+    target: ArrayLike,
+    data_range: float | None = None,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> float:
+    """Mean SSIM over 2D slices (uniform ``win_size`` window, sample covariance).
+
+    Arrays of shape ``(..., H, W)`` are treated as a stack of slices, all using one
+    ``data_range`` (default ``max(target)`` over the whole stack, fastMRI's volume max).
+    """
+    x, ref = _prepare(recon, target)
+    if x.dim() < 2 or min(x.shape[-2:]) < win_size:
+        raise ValueError(f"SSIM needs images of at least {win_size}x{win_size}, got {tuple(x.shape)}")
+    peak = float(ref.max()) if data_range is None else float(data_range)
+    x = x.reshape(-1, 1, *x.shape[-2:])
+    ref = ref.reshape(-1, 1, *ref.shape[-2:])
+    c1, c2 = (k1 * peak) ** 2, (k2 * peak) ** 2
+    n = win_size**2
+    cov_norm = n / (n - 1)
+
+    def mean(a: Tensor) -> Tensor:
+        return F.avg_pool2d(a, win_size, stride=1)
+
+    mx, my = mean(x), mean(ref)
+    vx = cov_norm * (mean(x * x) - mx * mx)
+    vy = cov_norm * (mean(ref * ref) - my * my)
+    vxy = cov_norm * (mean(x * ref) - mx * my)
+    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean(dim=(1, 2, 3)).mean())
+
+
+def evaluate(recon: ArrayLike, target: ArrayLike, data_range: float | None = None) -> dict[str, float]:
+    """``{"psnr", "ssim", "nmse"}`` of ``recon`` against ``target``."""
+    return {
+        "psnr": psnr(recon, target, data_range),
+        "ssim": ssim(recon, target, data_range),
+        "nmse": nmse(recon, target),
+    }
