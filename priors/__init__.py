@@ -1,6 +1,20 @@
-"""Diffusion priors: the ADM UNet, VP noise schedules."""
+"""Diffusion priors: the ADM UNet, VP noise schedules, loading, training."""
 
+from priors.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from priors.prior import DiffusionPrior, Normalization
+from priors.registry import available_priors, load_prior
 from priors.schedule import VPSchedule
 from priors.unet import UNetModel, from_guided_diffusion
 
-__all__ = ["from_guided_diffusion", "UNetModel", "VPSchedule"]
+__all__ = [
+    "CheckpointError",
+    "DiffusionPrior",
+    "Normalization",
+    "UNetModel",
+    "VPSchedule",
+    "available_priors",
+    "from_guided_diffusion",
+    "load_checkpoint",
+    "load_prior",
+    "save_checkpoint",
+]

@@ -1,0 +1,51 @@
+"""Finding priors by name: the bundled ones in ``priors/weights/`` or a checkpoint path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint, read_card
+from .prior import DiffusionPrior
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def available_priors() -> dict[str, dict[str, Any]]:
+    """Bundled priors: name -> summary (resolution, channels, units, training data, steps)."""
+    out: dict[str, dict[str, Any]] = {}
+    for card_path in sorted(WEIGHTS_DIR.glob("*.yaml")):
+        if not card_path.with_suffix(".safetensors").is_file():
+            continue
+        card = read_card(card_path)
+        net = card["network"]
+        out[card_path.stem] = {
+            "resolution": int(net.get("image_size", 0)),
+            "channels": int(net.get("in_channels", 1)),
+            "units": (card.get("normalization") or {}).get("units", ""),
+            "complex": bool((card.get("normalization") or {}).get("complex_channels", False)),
+            "data": card.get("data", {}),
+            "training_steps": (card.get("training") or {}).get("steps"),
+            "path": str(card_path.with_suffix(".safetensors")),
+        }
+    return out
+
+
+def load_prior(name_or_path: str | Path, card: str | Path | None = None,
+               device: torch.device | str | None = None) -> DiffusionPrior:
+    """A bundled prior by name (see :func:`available_priors`) or a checkpoint by path.
+
+    Paths may be ``.safetensors`` (card beside it, ``.yaml``) or a guided-diffusion
+    ``.pt`` state dict with its YAML config given as ``card`` (or beside it).
+    """
+    path = Path(name_or_path)
+    if path.suffix not in {".safetensors", ".pt", ".pth"}:
+        bundled = WEIGHTS_DIR / f"{name_or_path}.safetensors"
+        if not bundled.is_file():
+            names = ", ".join(available_priors()) or "none"
+            raise CheckpointError(f"unknown prior {str(name_or_path)!r}; bundled priors: {names}")
+        path = bundled
+    prior = load_checkpoint(path, card)
+    return prior.to(device) if device is not None else prior

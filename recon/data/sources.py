@@ -1,0 +1,65 @@
+"""Ground-truth sources for simulated runs: bundled phantoms or a user's image file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, InputError
+
+
+@dataclass
+class GroundTruth:
+    """A ground-truth image ``(1, 1, N, N)`` float32 in attenuation units (1/cm)."""
+
+    image: Tensor
+    pixel_size_cm: float
+    name: str
+
+
+def phantom(kind: str = "mixed", split: str = "test", index: int = 0, size: int = 128,
+            field_of_view_cm: float | None = None) -> GroundTruth:
+    """A seeded CT phantom from :mod:`recon.data.phantoms` (held out when ``split="test"``).
+
+    The field of view defaults to the phantom's own (25 cm head, 40 cm body).
+    """
+    from .phantoms import field_of_view_cm as phantom_fov
+    from .phantoms import make_phantom
+
+    try:
+        image = make_phantom(kind, split, index, size)
+    except ValueError as err:
+        raise ConfigError(f"data: {err}") from None
+    fov = field_of_view_cm or phantom_fov(kind, index)
+    return GroundTruth(_as_square(image, f"phantom {kind}"), fov / size, f"{kind}-{split}-{index}")
+
+
+def image_file(path: str, slice_index: int | None = None, units: str = "attenuation",
+               field_of_view_cm: float | None = None, pixel_size_cm: float = 0.2) -> GroundTruth:
+    """A ground-truth slice read from ``.npy``, ``.nii``/``.nii.gz`` or a DICOM CT file.
+
+    The pixel size is ``field_of_view_cm / N`` when a field of view is given, else
+    ``pixel_size_cm``.
+    """
+    from ..io.images import load_image
+
+    image = load_image(path, slice_index=slice_index, units=units)
+    square = _as_square(image, path)
+    size = square.shape[-1]
+    pixel = field_of_view_cm / size if field_of_view_cm else pixel_size_cm
+    return GroundTruth(square, pixel, str(path))
+
+
+def _as_square(image: np.ndarray, source: str) -> Tensor:
+    """Zero-pad (air) a 2D image to a centred square ``(1, 1, N, N)`` tensor."""
+    if image.ndim != 2:
+        raise InputError(source, f"expected a 2D image, got shape {image.shape}")
+    h, w = image.shape
+    n = max(h, w)
+    out = np.zeros((n, n), dtype=np.float32)
+    top, left = (n - h) // 2, (n - w) // 2
+    out[top : top + h, left : left + w] = image
+    return torch.from_numpy(out)[None, None]

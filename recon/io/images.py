@@ -1,0 +1,225 @@
+"""Read one 2D slice from ``.npy``, NIfTI or DICOM CT files; write NIfTI atomically.
+
+Images are returned as float32 (H, W) in radiological display orientation: row 0 at the top
+(anterior for axial slices), column 0 at the left of the screen (the patient's right). CT
+values are linear attenuation coefficients mu in 1/cm; Hounsfield units convert as
+mu = MU_WATER * (1 + HU / 1000), clipped at 0.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from ..data.phantoms import MU_WATER
+from ..errors import InputError
+from .atomic import atomic_write, save_npy
+
+__all__ = ["HU_AIR", "UNITS", "hu_to_mu", "load_image", "save_nifti", "save_npy"]
+
+HU_AIR = -1000.0
+HU_MIN_VALID = -1024.0  # CT values below this lie outside the scanner's field of view
+UNITS = ("attenuation", "hu")
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
+
+def hu_to_mu(hu: np.ndarray) -> np.ndarray:
+    """Hounsfield units to attenuation, 1/cm: MU_WATER * (1 + HU / 1000), clipped at >= 0."""
+    return np.clip(MU_WATER * (1.0 + np.asarray(hu, dtype=np.float64) / 1000.0), 0.0, None)
+
+
+def load_image(path: str | os.PathLike[str], *, slice_index: int | None = None,
+               units: str = "attenuation") -> np.ndarray:
+    """Read a 2D image, float32 (H, W), in attenuation units (1/cm) for CT.
+
+    - ``.npy``: leading singleton axes are dropped; a remaining 3D array (D, H, W) gives slice
+      ``slice_index`` of its first axis (default the middle one).
+    - ``.nii`` / ``.nii.gz``: reoriented to RAS; a 3D volume gives the axial slice
+      ``slice_index`` counted from inferior to superior (default the middle one), displayed
+      radiologically (anterior up, patient's right on the left).
+    - DICOM CT (``.dcm``, ``.dicom``, ``.ima`` or any file with the DICOM preamble): stored
+      values are rescaled to HU; padding pixels (PixelPaddingValue) and values below -1024 HU
+      are set to air (-1000 HU); then HU are converted to attenuation. Pixels keep the stored
+      row/column order (DICOM's display order); multi-frame files give frame ``slice_index``
+      (default the middle one).
+
+    ``units`` says what ``.npy`` / NIfTI values are: ``"attenuation"`` (1/cm, returned as is)
+    or ``"hu"`` (converted like DICOM). Any problem with the file raises :class:`InputError`.
+    """
+    if units not in UNITS:
+        raise ValueError(f"unknown units {units!r}; valid units: {', '.join(UNITS)}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if not path.is_file():
+        raise InputError(path, "not a regular file")
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        image, is_hu = _read_npy(path, slice_index), units == "hu"
+    elif name.endswith((".nii", ".nii.gz")):
+        image, is_hu = _read_nifti(path, slice_index), units == "hu"
+    elif name.endswith(_DICOM_SUFFIXES) or _has_dicom_preamble(path):
+        image, is_hu = _read_dicom(path, slice_index), True
+    else:
+        raise InputError(path, "unknown file type; expected .npy, .nii, .nii.gz or a DICOM file")
+    return (hu_to_mu(image) if is_hu else image).astype(np.float32)
+
+
+def save_nifti(path: str | os.PathLike[str], array: np.ndarray,
+               spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    """Write a display-oriented (H, W) image or (D, H, W) stack of axial slices as NIfTI, atomically.
+
+    ``spacing`` is (column, row, slice) in mm. The file is float32 and reads back identically
+    with :func:`load_image`; ``.nii.gz`` names are gzip-compressed.
+    """
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(path, "expected a .nii or .nii.gz file name")
+    data = np.asarray(array, dtype=np.float32)
+    if data.ndim not in (2, 3):
+        raise InputError(path, f"expected an (H, W) image or (D, H, W) stack to save, got shape {data.shape}")
+    # Stored axes (x, y, z) = (column, row, slice); columns run to the patient's left and rows to
+    # posterior, so the x and y spacings are negative in the RAS affine.
+    volume = (data[None] if data.ndim == 2 else data).transpose(2, 1, 0)
+    affine = np.diag([-float(spacing[0]), -float(spacing[1]), float(spacing[2]), 1.0])
+    image = nib.Nifti1Image(volume, affine)
+    image.header.set_xyzt_units("mm")
+    content = image.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        content = gzip.compress(content, mtime=0)
+    with atomic_write(path, "wb") as handle:
+        handle.write(content)
+
+
+def _pick_slice(path: Path, count: int, slice_index: int | None) -> int:
+    """Validated slice index among ``count`` slices (default the middle one)."""
+    if slice_index is None:
+        return count // 2
+    if not 0 <= slice_index < count:
+        raise InputError(path, f"slice_index {slice_index} out of range for {count} slices")
+    return int(slice_index)
+
+
+def _checked(path: Path, image: np.ndarray) -> np.ndarray:
+    """``image`` as float64 (H, W) after checks for emptiness, dtype and NaN/Inf."""
+    if image.size == 0:
+        raise InputError(path, f"empty image of shape {image.shape}")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise InputError(path, f"expected real numbers, got dtype {image.dtype} (shape {image.shape})")
+    image = image.astype(np.float64)
+    bad = np.count_nonzero(~np.isfinite(image))
+    if bad:
+        raise InputError(path, f"{bad} of {image.size} pixels are NaN or Inf (shape {image.shape})")
+    return image
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _read_npy(path: Path, slice_index: int | None) -> np.ndarray:
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(6) != b"\x93NUMPY":
+                raise InputError(path, "not a .npy file (no NUMPY header)")
+            handle.seek(0)
+            array = np.load(handle, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(path, f"cannot read .npy file: {_reason(exc)}") from exc
+    shape = array.shape
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3:
+        array = array[_pick_slice(path, array.shape[0], slice_index)]
+    elif array.ndim == 2 and slice_index is not None:
+        raise InputError(path, f"slice_index given but the image is 2D (shape {shape})")
+    if array.ndim != 2:
+        raise InputError(path, f"expected a 2D image or a 3D (D, H, W) volume, got shape {shape}")
+    return _checked(path, array)
+
+
+def _read_nifti(path: Path, slice_index: int | None) -> np.ndarray:
+    try:
+        image = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(path, f"cannot read NIfTI file: {_reason(exc)}") from exc
+    shape = image.shape
+    if len(shape) < 2 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
+        raise InputError(path, f"expected a 2D image or a 3D volume, got shape {shape}")
+    ornt = io_orientation(image.affine)  # per stored axis: (RAS axis, direction)
+    if np.isnan(ornt).any():
+        raise InputError(path, "degenerate affine: cannot orient the image")
+    if len(shape) == 2:
+        if slice_index is not None:
+            raise InputError(path, f"slice_index given but the image is 2D (shape {shape})")
+        cut_axis, index = 2, 0
+    else:
+        cut_axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])  # stored axis along inferior-superior
+        index = _pick_slice(path, shape[cut_axis], slice_index)
+        if ornt[cut_axis, 1] < 0:  # stored from superior to inferior
+            index = shape[cut_axis] - 1 - index
+    selection = [slice(None)] * 3
+    selection[cut_axis] = slice(index, index + 1)
+    try:
+        slab = np.asanyarray(image.dataobj[tuple(selection[: len(shape)]) + (0,) * (len(shape) - 3)])
+    except Exception as exc:  # truncated or corrupt data
+        raise InputError(path, f"cannot read NIfTI data: {_reason(exc)}") from exc
+    if slab.ndim == 2:
+        slab = slab[:, :, None]
+    ras = apply_orientation(slab, ornt_transform(ornt, axcodes2ornt("RAS")))
+    plane = np.take(ras, 0, axis=int(ornt[cut_axis, 0]))
+    # (right, anterior) or other in-plane RAS axes to display rows (anterior / superior at the
+    # top) and columns (patient's right, or anterior, on the left).
+    return _checked(path, plane[::-1, ::-1].T)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    """Whether ``path`` carries the 'DICM' marker after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {_reason(exc)}") from exc
+
+
+def _read_dicom(path: Path, slice_index: int | None) -> np.ndarray:
+    """Stored pixels of a DICOM CT slice rescaled to HU, with padding set to air, float64 (H, W)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+        modality = str(ds.get("Modality", "CT"))
+        if modality != "CT":
+            raise InputError(path, f"DICOM modality {modality} is not CT; convert the image to .npy")
+        if "PixelData" not in ds:
+            raise InputError(path, "DICOM file has no pixel data")
+        raw = ds.pixel_array
+    except InputError:
+        raise
+    except InvalidDicomError as exc:
+        raise InputError(path, "not a DICOM file (no DICOM header)") from exc
+    except Exception as exc:  # pydicom raises many types for corrupt or undecodable files
+        raise InputError(path, f"cannot read DICOM file: {_reason(exc)}") from exc
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise InputError(path, f"expected a greyscale CT image, got {ds.SamplesPerPixel} samples per pixel")
+    if raw.ndim == 3:
+        raw = raw[_pick_slice(path, raw.shape[0], slice_index)]
+    elif slice_index is not None:
+        raise InputError(path, f"slice_index given but the DICOM image is 2D (shape {raw.shape})")
+    stored = _checked(path, raw)
+    hu = stored * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept", 0.0))
+    outside = hu < HU_MIN_VALID
+    if "PixelPaddingValue" in ds:
+        low = high = float(ds.PixelPaddingValue)
+        if "PixelPaddingRangeLimit" in ds:
+            low, high = sorted((low, float(ds.PixelPaddingRangeLimit)))
+        outside |= (stored >= low) & (stored <= high)
+    hu[outside] = HU_AIR
+    return hu
