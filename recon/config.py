@@ -40,8 +40,7 @@ def load_config(overrides: Sequence[str], config_name: str = "config") -> DictCo
             cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_first_line(err)) from None
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    missing = sorted(OmegaConf.missing_keys(job))
+    missing = sorted(OmegaConf.missing_keys(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)} (set it with {missing[0]}=...)")
     return cfg
@@ -49,9 +48,8 @@ def load_config(overrides: Sequence[str], config_name: str = "config") -> DictCo
 
 def job_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` without the ``hydra`` node, resolved: what a run used, for saving."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return OmegaConf.create(plain)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.create(OmegaConf.to_container(job, resolve=True))
 
 
 def _first_line(err: Exception) -> str:

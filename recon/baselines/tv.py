@@ -57,7 +57,7 @@ class TV:
 
     nfe = 0
 
-    def __init__(self, weight: float = 1e-3, iterations: int = 300, nonnegative: bool = True):
+    def __init__(self, weight: float = 1e-2, iterations: int = 300, nonnegative: bool = True):
         if weight < 0 or iterations < 1:
             raise ValueError("TV needs weight >= 0 and iterations >= 1")
         self.weight = float(weight)

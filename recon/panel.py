@@ -1,0 +1,45 @@
+"""The run's figure: truth and every method in one row, absolute errors below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .io.atomic import atomic_write
+
+
+def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
+               metrics: dict[str, dict[str, float]], title: str = "") -> None:
+    """Write ``path`` (PNG): row 1 truth | methods, row 2 ``|method - truth|``.
+
+    ``truth`` and each result are 2D arrays in the same units; the display window is
+    ``[0, max(truth)]`` and all error maps share one colour scale.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 1 + len(results)
+    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 5.4), squeeze=False)
+    vmax = float(truth.max()) or 1.0
+    errors = {name: np.abs(img - truth) for name, img in results.items()}
+    emax = max((float(np.percentile(e, 99.5)) for e in errors.values()), default=1.0) or 1.0
+    axes[0, 0].imshow(truth, cmap="gray", vmin=0, vmax=vmax)
+    axes[0, 0].set_title("truth", fontsize=9)
+    for col, (name, img) in enumerate(results.items(), start=1):
+        m = metrics.get(name, {})
+        axes[0, col].imshow(img, cmap="gray", vmin=0, vmax=vmax)
+        axes[0, col].set_title(f"{name}\n{m.get('psnr', float('nan')):.2f} dB, SSIM {m.get('ssim', float('nan')):.3f}",
+                               fontsize=9)
+        axes[1, col].imshow(errors[name], cmap="magma", vmin=0, vmax=emax)
+        axes[1, col].set_title(f"|{name} - truth|", fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_write(Path(path), "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,11 @@
+"""Diffusion samplers for inverse problems: ``sampler(y, physics, generator=g) -> x``.
+
+Every sampler is built from a :class:`priors.DiffusionPrior` and its settings, reports its
+network evaluations per reconstruction as ``nfe``, draws all randomness from the given
+``torch.Generator``, treats batch elements independently and returns physical units.
+"""
+
+from .dds import DDS
+from .dps import DPS
+
+__all__ = ["DDS", "DPS"]

@@ -1,0 +1,61 @@
+"""Pieces shared by the diffusion samplers: timesteps, start noise, the DDIM-form update.
+
+Samplers run in the prior's model space ``z`` (see :mod:`priors.prior`); forward operators
+and results are in physical units. Timesteps are training-step indices of the prior's
+schedule, respaced to the sampler's step count; the last step targets ``t = -1``
+(``abar = 1``, clean data).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from operators import LinearOperator
+from priors import DiffusionPrior
+
+Callback = Callable[[int, int], None]
+
+
+def step_pairs(prior: DiffusionPrior, steps: int) -> list[tuple[int, int, float, float]]:
+    """``(t, t_prev, abar_t, abar_prev)`` per sampling step, noisiest first."""
+    schedule = prior.schedule.respace(steps)
+    return [(t, tp, float(schedule.alpha_bar(t, torch.float64)), float(schedule.alpha_bar(tp, torch.float64)))
+            for t, tp in schedule.step_pairs()]
+
+
+def gaussian(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """Standard normal float32 noise of ``shape`` drawn from ``generator``."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32, device=device)
+
+
+def initial_state(prior: DiffusionPrior, in_shape: tuple[int, ...], batch: int, abar: float,
+                  generator: torch.Generator | None, device: torch.device, x_init: Tensor | None) -> Tensor:
+    """``z_T`` of shape ``(batch, C, ...)``: pure noise, or ``x_init`` (physical) diffused to ``abar``."""
+    dtype = torch.complex64 if prior.normalization.complex_channels else torch.float32
+    shape = prior.encode(torch.zeros((1, *in_shape), dtype=dtype, device=device)).shape[1:]
+    noise = gaussian((batch, *shape), generator, device)
+    if x_init is None:
+        return noise
+    return math.sqrt(abar) * prior.encode(x_init.to(device)).float() + math.sqrt(1 - abar) * noise
+
+
+def ddim_update(z0: Tensor, eps: Tensor, abar_prev: float, sigma: float, noise: Tensor | None) -> Tensor:
+    """``z_prev = sqrt(abar_prev) z0 + sqrt(1 - abar_prev - sigma^2) eps + sigma noise``.
+
+    With ``sigma^2`` the DDPM posterior variance and ``eps`` consistent with ``(z_t, z0)``
+    this is the ancestral (DDPM) step; ``sigma = 0`` gives deterministic DDIM.
+    """
+    z = math.sqrt(abar_prev) * z0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
+    return z if noise is None or sigma == 0 else z + sigma * noise
+
+
+def operator_norm(physics: LinearOperator, complex_images: bool, device: torch.device) -> float:
+    """``||A||_2`` by power iteration from a fixed seed (deterministic; leaves every RNG alone)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    dtype = torch.complex64 if complex_images else torch.float32
+    return physics.norm(generator=generator, dtype=dtype, device=device)
+
