@@ -1,5 +1,6 @@
 """Diffusion priors: the ADM UNet, VP noise schedules, loading, training."""
 
+from priors.analytic import GaussianMixture, GaussianMixturePrior, GaussianPrior, mixture_posterior
 from priors.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from priors.prior import DiffusionPrior, Normalization
 from priors.registry import available_priors, load_prior
@@ -9,6 +10,9 @@ from priors.unet import UNetModel, from_guided_diffusion
 __all__ = [
     "CheckpointError",
     "DiffusionPrior",
+    "GaussianMixture",
+    "GaussianMixturePrior",
+    "GaussianPrior",
     "Normalization",
     "UNetModel",
     "VPSchedule",
@@ -16,5 +20,6 @@ __all__ = [
     "from_guided_diffusion",
     "load_checkpoint",
     "load_prior",
+    "mixture_posterior",
     "save_checkpoint",
 ]

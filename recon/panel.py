@@ -10,11 +10,13 @@ from .io.atomic import atomic_write
 
 
 def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
-               metrics: dict[str, dict[str, float]], title: str = "") -> None:
-    """Write ``path`` (PNG): row 1 truth | methods, row 2 ``|method - truth|``.
+               metrics: dict[str, dict[str, float]], title: str = "",
+               measurement: np.ndarray | None = None) -> None:
+    """Write ``path`` (PNG): row 1 truth | methods, row 2 measurement | ``|method - truth|``.
 
     ``truth`` and each result are 2D arrays in the same units; the display window is
-    ``[0, max(truth)]`` and all error maps share one colour scale.
+    ``[0, max(truth)]`` and all error maps share one colour scale. ``measurement`` (2D, real
+    or complex: shown in magnitude) fills the slot under the truth.
     """
     import matplotlib
 
@@ -35,6 +37,9 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
                                fontsize=9)
         axes[1, col].imshow(errors[name], cmap="magma", vmin=0, vmax=emax)
         axes[1, col].set_title(f"|{name} - truth|", fontsize=9)
+    if measurement is not None:
+        axes[1, 0].imshow(np.abs(measurement), cmap="gray", aspect="auto")
+        axes[1, 0].set_title("measurement", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     if title:

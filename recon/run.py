@@ -134,7 +134,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg)))
     save_panel(run_dir / "panel.png", truth[0, 0].cpu().numpy(),
                {n: r.image[0, 0].cpu().numpy() for n, r in results.items()},
-               report["methods"], title=f"{cfg.task.name}: {truth_info.name}")
+               report["methods"], title=f"{cfg.task.name}: {truth_info.name}",
+               measurement=y[0, 0].cpu().numpy())
     print(format_table(report["methods"]))
     print(f"run folder: {run_dir}")
     return report

@@ -102,7 +102,8 @@ def test_posterior_with_complex_operator_and_normalization():
     torch.testing.assert_close(post.covariance, cov - k @ g @ cov, atol=1e-5, rtol=1e-5)
     x = prior.image(post.mean[None])
     assert x.shape == (1, 1, n) and x.is_complex()
-    torch.testing.assert_close(x[0, 0].cdouble(), scale * torch.complex(post.mean[:n], post.mean[n:]), atol=1e-5, rtol=0)
+    expected = scale * torch.complex(post.mean[:n], post.mean[n:])
+    torch.testing.assert_close(x[0, 0].cdouble(), expected, atol=1e-5, rtol=0)
 
 
 def test_mixture_samples_match_mean_and_covariance():

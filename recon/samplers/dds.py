@@ -21,23 +21,26 @@ class DDS:
     ``x0 = decode(z0)``; then ``cg_iterations`` conjugate-gradient steps started at
     ``x0``, in physical units:
 
+    * noiseless form (``gamma = math.inf``, the default and the reference code's default):
+      CG on ``A^H A x = A^H y`` from ``x0``; the early stop is the regulariser.
     * noisy form (finite ``gamma``): ``(I + g A^H A) x = x0 + g A^H y`` with
       ``g = gamma / ||A||^2``. ``gamma`` is dimensionless: ``g`` carries the units
-      ``1 / ||A||^2``, so rescaling the operator or the physical units does not change the
-      result. The reference code uses ``g = 1`` on MRI operators with ``||A|| = 1``,
-      i.e. ``gamma = 1`` here (the default). ``gamma = 0`` ignores the data.
-    * noiseless form (``gamma = math.inf``): CG on ``A^H A x = A^H y`` from ``x0``; the
-      early stop is the regulariser (the reference code's choice for CT).
+      ``1 / ||A||^2``, so rescaling the operator or the physical units leaves the result
+      unchanged. The reference code's noisy setting ``g = 1`` on its MRI operators
+      (``||A|| = 1``) is ``gamma = 1`` here. ``gamma = 0`` ignores the data.
 
     Then ``z0' = encode(x)`` and ``z_prev = sqrt(abar_prev) z0' + sqrt(1 - abar_prev)
     (eta * noise + sqrt(1 - eta^2) * eps)`` with the *network's* ``eps`` (as the
-    reference code; not re-derived from ``z0'``). ``eta`` is DDS's own mixing weight of
-    fresh noise (default 0.85), not DDIM's ``eta`` (DDIM's noise std would be
-    ``eta * sqrt(1 - abar_prev)`` here, with the ``eps`` coefficient shrunk to match).
+    reference code; not re-derived from ``z0'``). ``eta`` (default 0.85) is DDS's own
+    weight: the fresh-noise std is ``eta * sqrt(1 - abar_prev)``. DDIM's ``eta`` scales
+    ``sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))`` instead, so the
+    two parameters are not interchangeable.
     The last step targets ``abar = 1`` and returns ``x`` itself.
 
     Called as ``dds(y, physics, generator=g) -> x`` with ``y`` ``(B, *physics.out_shape)``;
     returns ``(B, *physics.in_shape)`` in physical units (complex for complex priors).
+    ``x_init`` (physical, optional) is diffused to the first timestep instead of starting
+    from pure noise.
     ``nfe`` = ``steps`` network evaluations (forward only).
 
     Args:
@@ -46,10 +49,10 @@ class DDS:
         cg_iterations: CG iterations per step.
         gamma: dimensionless data weight (see above); ``math.inf`` for the noiseless form.
         eta: DDS noise mixing weight in ``[0, 1]``.
-        operator_norm: ``||A||`` when known (skips the power-iteration estimate).
+        operator_norm: ``||A||`` when known (noisy form; skips the power-iteration estimate).
     """
 
-    def __init__(self, prior: DiffusionPrior, steps: int = 50, cg_iterations: int = 5, gamma: float = 1.0,
+    def __init__(self, prior: DiffusionPrior, steps: int = 50, cg_iterations: int = 5, gamma: float = math.inf,
                  eta: float = 0.85, operator_norm: float | None = None):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
@@ -79,7 +82,8 @@ class DDS:
             x = solve(prior.decode(prior.x0_from_eps(z, t, eps)))
             if abar_prev < 1.0:
                 sigma = self.eta * math.sqrt(1 - abar_prev)
-                z = ddim_update(prior.encode(x).float(), eps, abar_prev, sigma, gaussian(z.shape, generator, device))
+                noise = gaussian(z.shape, generator, device)
+                z = ddim_update(prior.encode(x).float(), eps, abar_prev, sigma, noise)
             if callback is not None:
                 callback(i, len(pairs))
         return x

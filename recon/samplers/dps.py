@@ -29,16 +29,19 @@ class DPS:
     * ``zeta`` is dimensionless: ``L = ||A||_2 * normalization.scale`` is the gain from
       model space to measurement space, so the step does not depend on the physical units
       or the operator's scaling. With ``L = 1`` (the reference setting: data in [-1, 1],
-      operators of unit gain) this is the reference code's step; it ships 0.3 to 1.0 for
-      256x256 RGB images. The gradient has norm ``<= ||d z0 / d z_t||`` whatever the image
-      size, so smaller images need smaller ``zeta``.
+      operators of unit gain) this is the reference code's step; it ships 0.3 (deblurring,
+      ``||A|| = 1``; the default here) to 1.0 for 256x256 RGB images. The normalised
+      gradient has norm ``<= ||d z0 / d z_t||`` whatever the image size, so the step is
+      relatively larger on small images: they need smaller ``zeta``.
     * ``L`` is estimated by power iteration for a LinearOperator; for any other
       differentiable callable ``physics(x)`` pass ``operator_norm`` (default 1).
     * ``clamp``: optional ``(low, high)`` bounds on ``z0`` in model space (the reference
       clamps to [-1, 1]); default off.
 
     Called as ``dps(y, physics, generator=g) -> x`` with ``y`` ``(B, ...)``; returns
-    ``(B, *physics.in_shape)`` (or the shape of ``x_init``) in physical units.
+    ``(B, *physics.in_shape)`` in physical units. ``x_init`` (physical, optional) is
+    diffused to the first timestep instead of starting from pure noise; it also gives the
+    image shape when ``physics`` is a plain callable.
     ``nfe = steps`` network evaluations, each followed by one backward pass through the
     network (roughly three forward passes of compute per step).
 
@@ -50,7 +53,7 @@ class DPS:
         operator_norm: ``||A||`` in physical units when known (skips the estimate).
     """
 
-    def __init__(self, prior: DiffusionPrior, steps: int = 1000, zeta: float = 0.5,
+    def __init__(self, prior: DiffusionPrior, steps: int = 1000, zeta: float = 0.3,
                  clamp: tuple[float, float] | None = None, operator_norm: float | None = None):
         if zeta < 0:
             raise ValueError(f"zeta must be >= 0, got {zeta}")
@@ -85,7 +88,7 @@ class DPS:
                 (grad,) = torch.autograd.grad(torch.linalg.vector_norm(residual, dim=1).sum(), z)
             with torch.no_grad():
                 z0 = z0.detach()
-                eps = (z - math.sqrt(abar) * z0) / math.sqrt(1 - abar)
+                eps = (z - math.sqrt(abar) * z0) / math.sqrt(1 - abar)  # consistent with a clamped z0
                 sigma = math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
                 noise = gaussian(z.shape, generator, device) if abar_prev < 1.0 else None
                 z = ddim_update(z0, eps, abar_prev, sigma, noise) - step * grad

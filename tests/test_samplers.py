@@ -1,0 +1,135 @@
+"""DPS and DDS against exact Gaussian posteriors; determinism, batch independence, complex data.
+
+The score is the relative error of a sampler's mean over a batch of posterior draws,
+``||mean - mu_post|| / ||mu_prior - mu_post||``: 1 for a sampler that ignores the data.
+Measured on the real problem below (d = 16, m = 8, sigma = 0.1, 400 draws): DDS 50 steps
+0.08 (noisy form gamma = 30: 0.09, gamma = 1: 0.24), DPS zeta 0.3 200 steps 0.10 (1000
+steps 0.19); complex: DDS 0.05, DPS 0.07; data ignored ~1.0. Exact posterior draws score
+0.02 on average (Monte-Carlo noise), at most 0.04.
+"""
+
+import math
+
+import pytest
+import torch
+
+from operators import MatrixOperator
+from priors import DiffusionPrior, GaussianPrior, Normalization, VPSchedule, mixture_posterior
+from priors.unet import from_guided_diffusion
+from recon.samplers import DDS, DPS
+
+DRAWS = 400
+GOOD, BAD = 0.2, 0.8  # pass below GOOD; a sampler ignoring the data must score above BAD
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: extra threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def problem(complex_data: bool = False, d: int = 16, m: int = 8, sigma: float = 0.1, seed: int = 0):
+    """A Gaussian prior, a random operator, one noisy measurement and its exact posterior."""
+    g = torch.Generator().manual_seed(seed)
+    root = torch.randn(d, d, generator=g, dtype=torch.float64)
+    cov = root @ root.T / d + 0.05 * torch.eye(d, dtype=torch.float64)
+    mean = torch.randn(d, generator=g, dtype=torch.float64)
+    if complex_data:
+        norm = Normalization(scale=2.0, complex_channels=True)
+        prior = GaussianPrior(mean, cov, normalization=norm)
+        n = d // 2
+        matrix = torch.randn(m, n, generator=g, dtype=torch.complex128) / math.sqrt(n)
+        noise = torch.randn(m, generator=g, dtype=torch.complex128) * sigma  # sigma per real part
+    else:
+        prior = GaussianPrior(mean, cov)
+        n = d
+        matrix = torch.randn(m, n, generator=g, dtype=torch.float64) / math.sqrt(n)
+        noise = torch.randn(m, generator=g, dtype=torch.float64) * sigma
+    physics = MatrixOperator(matrix.to(torch.complex64 if complex_data else torch.float32), in_shape=(1, n))
+    truth = prior.image(prior.mixture.sample(1, g))
+    y = physics(truth) + noise.to(physics.matrix.dtype)
+    return prior, physics, y, mixture_posterior(prior, physics, y, sigma)
+
+
+def score(prior, x, post) -> float:
+    """Relative error of the batch mean of ``x`` (physical) against the posterior mean."""
+    z = prior.encode(x).reshape(x.shape[0], -1).double()
+    mu, mu0 = post.mean, prior.mixture.mean
+    return float((z.mean(0) - mu).norm() / (mu0 - mu).norm())
+
+
+def draws(sampler, prior, physics, y, seed: int = 1) -> torch.Tensor:
+    x = sampler(y.expand(DRAWS, *y.shape[1:]), physics, generator=torch.Generator().manual_seed(seed))
+    assert x.shape == (DRAWS, *physics.in_shape)
+    return x
+
+
+@pytest.mark.parametrize("settings", [{}, {"gamma": 30.0}], ids=["noiseless", "noisy"])
+def test_dds_approaches_posterior_mean(settings):
+    prior, physics, y, post = problem()
+    assert score(prior, draws(DDS(prior, **settings), prior, physics, y), post) < GOOD
+    assert score(prior, draws(DDS(prior, gamma=0.0), prior, physics, y), post) > BAD
+
+
+def test_dps_approaches_posterior_mean():
+    prior, physics, y, post = problem()
+    assert score(prior, draws(DPS(prior, steps=200), prior, physics, y), post) < GOOD
+    assert score(prior, draws(DPS(prior, steps=200, zeta=0.0), prior, physics, y), post) > BAD
+
+
+def test_complex_data_approaches_posterior_mean():
+    prior, physics, y, post = problem(complex_data=True)
+    for sampler in (DDS(prior), DPS(prior, steps=200)):
+        x = draws(sampler, prior, physics, y)
+        assert x.is_complex()
+        assert score(prior, x, post) < GOOD
+
+
+@pytest.mark.parametrize("make", [lambda p: DDS(p, steps=10, gamma=5.0), lambda p: DPS(p, steps=10)],
+                         ids=["DDS", "DPS"])
+def test_seeded_runs_are_identical_and_batch_elements_independent(make):
+    prior, physics, y, _ = problem()
+    sampler = make(prior)
+    ys = y.expand(3, -1).clone()
+    run = lambda ys, seed: sampler(ys, physics, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    first = run(ys, 0)
+    assert torch.equal(first, run(ys, 0))
+    assert not torch.allclose(first, run(ys, 1))
+    ys[0] += 1.0
+    changed = run(ys, 0)
+    assert not torch.allclose(changed[0], first[0])
+    assert torch.equal(changed[1:], first[1:])
+
+
+def test_nfe_callback_and_x_init():
+    prior, physics, y, _ = problem()
+    calls = []
+    dds = DDS(prior, steps=7)
+    x = dds(y, physics, callback=lambda i, n: calls.append((i, n)), generator=torch.Generator().manual_seed(0))
+    assert dds.nfe == 7 and calls == [(i, 7) for i in range(7)]
+    assert DPS(prior, steps=12).nfe == 12
+    # DPS with a plain differentiable callable takes the image shape from x_init
+    out = DPS(prior, steps=5)(y, lambda v: physics(v), x_init=x, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    with pytest.raises(ValueError, match="image shape"):
+        DPS(prior, steps=5)(y, lambda v: physics(v))
+
+
+@pytest.mark.parametrize("complex_data", [False, True], ids=["real", "complex"])
+def test_samplers_run_with_a_unet_prior(complex_data):
+    """Image-shaped path: a tiny untrained UNet with learned-variance channels."""
+    torch.manual_seed(0)
+    net = from_guided_diffusion({"image_size": 32, "in_channels": 2 if complex_data else 1, "num_channels": 32,
+                                 "num_res_blocks": 1, "channel_mult": "1,2", "attention_resolutions": "",
+                                 "learn_sigma": True})
+    norm = Normalization(scale=0.5, complex_channels=True) if complex_data else Normalization(0.25, 0.25)
+    prior = DiffusionPrior(net, VPSchedule.linear(), norm, channels=2 if complex_data else 1)
+    dtype = torch.complex64 if complex_data else torch.float32
+    physics = MatrixOperator(torch.randn(64, 1024, dtype=dtype) / 32, in_shape=(1, 32, 32))
+    y = torch.randn(2, 64, dtype=dtype)
+    for sampler in (DDS(prior, steps=2), DDS(prior, steps=2, gamma=1.0), DPS(prior, steps=2)):
+        x = sampler(y, physics, generator=torch.Generator().manual_seed(0))
+        assert x.shape == (2, 1, 32, 32) and x.dtype == dtype and bool(torch.isfinite(x).all())
