@@ -92,8 +92,13 @@ def load_checkpoint(path: str | Path, card_path: str | Path | None = None) -> Di
     return prior_from_card(card, _read_state_dict(path), source=str(path))
 
 
-def save_checkpoint(path: str | Path, network: torch.nn.Module, card: Mapping[str, Any]) -> None:
-    """Write ``path`` (``.safetensors``) and its card ``path.with_suffix('.yaml')`` atomically."""
+def save_checkpoint(path: str | Path, network: torch.nn.Module, card: Mapping[str, Any],
+                    dtype: torch.dtype = torch.float32) -> None:
+    """Write ``path`` (``.safetensors``) and its card ``path.with_suffix('.yaml')`` atomically.
+
+    ``dtype=torch.float16`` halves the file (bundled priors); loading casts back to the
+    network's float32 parameters.
+    """
     import os
     import tempfile
 
@@ -101,13 +106,14 @@ def save_checkpoint(path: str | Path, network: torch.nn.Module, card: Mapping[st
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().contiguous().cpu() for k, v in network.state_dict().items()}
+    state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in network.state_dict().items()}
     for target, writer in ((path, lambda p: save_file(state, p)),
                            (path.with_suffix(".yaml"), lambda p: Path(p).write_text(yaml.safe_dump(dict(card), sort_keys=False)))):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         os.close(fd)
         try:
             writer(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -57,12 +57,48 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {detail}") from None
 
 
-def build_methods(cfg: DictConfig) -> dict[str, Method]:
+def build_prior(node: DictConfig, device: torch.device) -> Any:
+    """The configured prior: ``prior.checkpoint`` (a path) or the bundled ``prior.name``."""
+    from priors import CheckpointError, load_prior
+
+    try:
+        return load_prior(node.checkpoint or node.name, card=node.get("card")).to(device)
+    except CheckpointError as err:
+        raise ConfigError(f"prior: {err}") from None
+
+
+def build_methods(cfg: DictConfig, device: torch.device) -> dict[str, Method]:
     """Baselines first, then the configured sampler (if any), keyed by their names."""
     methods: dict[str, Method] = {}
     for name, node in (cfg.get("baselines") or {}).items():
         methods[str(name)] = instantiate(node, f"baselines.{name}")
+    sampler = cfg.get("sampler")
+    if sampler is not None and sampler.get("name"):
+        if cfg.get("prior") is None:
+            raise ConfigError(f"sampler={sampler.name} needs a prior (prior=...)")
+        node = OmegaConf.masked_copy(sampler, [k for k in sampler if k != "name"])
+        methods[str(sampler.name)] = WithProgress(
+            instantiate(node, "sampler", prior=build_prior(cfg.prior, device)), str(sampler.name))
     return methods
+
+
+class WithProgress:
+    """Wrap a sampler so that its steps drive a progress bar (on stderr)."""
+
+    def __init__(self, sampler: Method, name: str):
+        self.sampler = sampler
+        self.name = name
+        self.nfe = int(getattr(sampler, "nfe", 0))
+
+    def __call__(self, y: torch.Tensor, physics: torch.nn.Module, **kwargs: Any) -> torch.Tensor:
+        from tqdm import tqdm
+
+        with tqdm(desc=self.name, unit="step", leave=False) as bar:
+            def callback(step: int, total: int) -> None:
+                bar.total = total
+                bar.update(1)
+
+            return self.sampler(y, physics, callback=callback, **kwargs)
 
 
 def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.Module,
@@ -94,6 +130,28 @@ def prepare_run_dir(path: Path) -> Path:
     return path
 
 
+@dataclass
+class SimulatedCase:
+    """A ground truth, its forward operator and a noisy measurement."""
+
+    truth_info: Any
+    truth: torch.Tensor
+    physics: torch.nn.Module
+    y: torch.Tensor
+
+
+def simulate(cfg: DictConfig, device: torch.device, generator: torch.Generator) -> SimulatedCase:
+    """Build data, operator and noise from ``cfg`` and draw the measurement."""
+    truth_info = instantiate(cfg.data, "data")
+    truth = truth_info.image.to(device)
+    physics = instantiate(cfg.operator, "operator", image_size=truth.shape[-1],
+                          pixel_size=truth_info.pixel_size_cm).to(device)
+    noise = instantiate(cfg.noise, "noise")
+    with torch.no_grad():
+        y = noise(physics(truth), generator=generator)
+    return SimulatedCase(truth_info, truth, physics, y)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Execute a single-image run as configured; returns the ``metrics.json`` content."""
     from .io.atomic import save_json, save_npy
@@ -102,18 +160,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     device = resolve_device(str(cfg.device))
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    truth_info = instantiate(cfg.data, "data")
-    truth = truth_info.image.to(device)
-    physics = instantiate(cfg.operator, "operator", image_size=truth.shape[-1],
-                          pixel_size=truth_info.pixel_size_cm).to(device)
-    noise = instantiate(cfg.noise, "noise")
-    methods = build_methods(cfg)
+    case = simulate(cfg, device, generator)
+    truth_info, truth, physics, y = case.truth_info, case.truth, case.physics, case.y
+    methods = build_methods(cfg, device)
     if not methods:
         raise ConfigError("nothing to run: no baselines and no sampler configured")
     run_dir = prepare_run_dir(Path(cfg.hydra.run.dir))
-
-    with torch.no_grad():
-        y = noise(physics(truth), generator=generator)
     results = run_methods(methods, y, physics, truth, generator)
 
     spacing_mm = (10 * truth_info.pixel_size_cm,) * 3

@@ -9,7 +9,7 @@ import pytest
 
 from recon.app import main
 
-FAST = ["data.size=64", "baselines.tv.iterations=60", "seed=3"]
+FAST = ["data.size=64", "baselines.tv.iterations=60", "sampler.steps=8", "seed=3"]
 
 
 def run_cli(args, capsys):
@@ -28,14 +28,15 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_a_complete_folder(finished_run):
     names = {p.name for p in finished_run.iterdir()}
-    for method in ("fbp", "tv"):
+    for method in ("fbp", "tv", "dds"):
         assert {f"recon_{method}.npy", f"recon_{method}.nii.gz"} <= names
     assert {"ground_truth.npy", "measurement.npy", "metrics.json", "panel.png", "config.yaml"} <= names
     assert not [n for n in names if n.startswith(".")], "temporary files left behind"
     report = json.loads((finished_run / "metrics.json").read_text())
     assert report["task"] == "sparse_ct"
-    for method in ("fbp", "tv"):
+    for method in ("fbp", "tv", "dds"):
         assert set(report["methods"][method]) >= {"psnr", "ssim", "nmse", "seconds", "nfe"}
+    assert report["methods"]["dds"]["nfe"] == 8 and report["methods"]["fbp"]["nfe"] == 0
     # TV beats FBP at 16 noisy views; both are real reconstructions of the phantom
     assert report["methods"]["tv"]["psnr"] > report["methods"]["fbp"]["psnr"]
     assert report["methods"]["fbp"]["psnr"] > 15
@@ -43,11 +44,23 @@ def test_run_writes_a_complete_folder(finished_run):
     assert (finished_run / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_same_seed_same_measurement(finished_run, tmp_path):
-    assert main(["run", f"hydra.run.dir={tmp_path / 'again'}", "data.size=64", "seed=3", "baselines=[fbp]"]) == 0
-    first = np.load(finished_run / "measurement.npy")
-    second = np.load(tmp_path / "again" / "measurement.npy")
-    assert np.array_equal(first, second)
+def test_same_seed_same_measurement_and_reconstruction(finished_run, tmp_path):
+    again = tmp_path / "again"
+    assert main(["run", f"hydra.run.dir={again}", "data.size=64", "sampler.steps=8", "seed=3", "baselines=[fbp]"]) == 0
+    for name in ("measurement.npy", "recon_dds.npy"):
+        assert np.array_equal(np.load(finished_run / name), np.load(again / name)), name
+    other = tmp_path / "other"
+    assert main(["run", f"hydra.run.dir={other}", "data.size=64", "sampler.steps=8", "seed=4", "baselines=[]"]) == 0
+    assert not np.array_equal(np.load(again / "recon_dds.npy"), np.load(other / "recon_dds.npy"))
+
+
+def test_dps_and_baselines_only(tmp_path):
+    assert main(["run", f"hydra.run.dir={tmp_path / 'dps'}", "data.size=32", "sampler=dps", "sampler.steps=4",
+                 "baselines=[]"]) == 0
+    report = json.loads((tmp_path / "dps" / "metrics.json").read_text())
+    assert list(report["methods"]) == ["dps"] and report["methods"]["dps"]["nfe"] == 4
+    assert main(["run", f"hydra.run.dir={tmp_path / 'none'}", "data.size=32", "sampler=none"]) == 0
+    assert set(json.loads((tmp_path / "none" / "metrics.json").read_text())["methods"]) == {"fbp", "tv"}
 
 
 def test_an_existing_run_folder_is_never_overwritten(finished_run, capsys):
@@ -63,7 +76,7 @@ def test_file_input_and_overrides(tmp_path, capsys):
 
     path = tmp_path / "truth.npy"
     np.save(path, make_phantom("head", "test", 2, 48))
-    code, out, _ = run_cli(["run", "data=file", f"data.path={path}", "operator.views=8", "baselines=[fbp]",
+    code, out, _ = run_cli(["run", "data=file", f"data.path={path}", "operator.views=8", "baselines=[fbp]", "sampler=none",
                             f"hydra.run.dir={tmp_path / 'out'}"], capsys)
     assert code == 0, out
     assert np.load(tmp_path / "out" / "measurement.npy").shape[2] == 8
@@ -102,6 +115,9 @@ def test_bad_data_files_give_one_line_naming_the_file(case, tmp_path, capsys):
     (["device=tpu"], "device=tpu"),
     (["baselines.tv.wieght=3"], "wieght"),
     (["operator.views=oops"], "views"),
+    (["prior.checkpoint=/no/such/prior.safetensors"], "prior.yaml"),
+    (["prior.name=no-such-prior"], "no-such-prior"),
+    (["sampler=nope"], "nope"),
 ])
 def test_bad_overrides_give_one_line_naming_the_key(override, needle, tmp_path, capsys):
     code, _, err = run_cli(["run", *override, f"hydra.run.dir={tmp_path / 'x'}"], capsys)
