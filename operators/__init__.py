@@ -10,6 +10,7 @@ from .base import (
     inner,
 )
 from .cg import conjugate_gradient
+from .coils import birdcage_maps, espirit_maps, normalize_maps
 from .ct import (
     CTGeometry,
     FanBeamCT,
@@ -20,6 +21,17 @@ from .ct import (
     sparse_view_angles,
 )
 from .dense import MatrixOperator
+from .masks import (
+    MASK_KINDS,
+    SampledMask,
+    equispaced_mask,
+    gaussian1d,
+    gaussian2d,
+    make_mask,
+    poisson_disc2d,
+    random_mask,
+)
+from .mri import MultiCoilMRI, fft2c, ifft2c
 from .noise import GaussianNoise, TransmissionNoise
 
 __all__ = [
@@ -30,15 +42,29 @@ __all__ = [
     "GaussianNoise",
     "Identity",
     "LinearOperator",
+    "MASK_KINDS",
     "MatrixOperator",
+    "MultiCoilMRI",
     "ParallelBeamCT",
+    "SampledMask",
     "ScaledOperator",
     "SumOperator",
     "TransmissionNoise",
+    "birdcage_maps",
     "conjugate_gradient",
+    "equispaced_mask",
+    "espirit_maps",
     "fan_beam_ct",
+    "fft2c",
+    "gaussian1d",
+    "gaussian2d",
+    "ifft2c",
     "inner",
     "limited_angle_angles",
+    "make_mask",
+    "normalize_maps",
     "parallel_beam_ct",
+    "poisson_disc2d",
+    "random_mask",
     "sparse_view_angles",
 ]
