@@ -9,6 +9,7 @@ from .base import (
     SumOperator,
     inner,
 )
+from .blur import GaussianBlur
 from .cg import conjugate_gradient
 from .coils import birdcage_maps, espirit_maps, normalize_maps
 from .ct import (
@@ -21,6 +22,7 @@ from .ct import (
     sparse_view_angles,
 )
 from .dense import MatrixOperator
+from .inpainting import Inpainting, box_mask, random_pixel_mask, stroke_mask
 from .masks import (
     MASK_KINDS,
     SampledMask,
@@ -33,14 +35,18 @@ from .masks import (
 )
 from .mri import MultiCoilMRI, fft2c, ifft2c
 from .noise import GaussianNoise, TransmissionNoise
+from .resampling import Downsampling, SeparableOperator
 
 __all__ = [
     "AdjointOperator",
     "CTGeometry",
     "ComposedOperator",
+    "Downsampling",
     "FanBeamCT",
+    "GaussianBlur",
     "GaussianNoise",
     "Identity",
+    "Inpainting",
     "LinearOperator",
     "MASK_KINDS",
     "MatrixOperator",
@@ -48,9 +54,11 @@ __all__ = [
     "ParallelBeamCT",
     "SampledMask",
     "ScaledOperator",
+    "SeparableOperator",
     "SumOperator",
     "TransmissionNoise",
     "birdcage_maps",
+    "box_mask",
     "conjugate_gradient",
     "equispaced_mask",
     "espirit_maps",
@@ -66,5 +74,7 @@ __all__ = [
     "parallel_beam_ct",
     "poisson_disc2d",
     "random_mask",
+    "random_pixel_mask",
     "sparse_view_angles",
+    "stroke_mask",
 ]

@@ -7,5 +7,6 @@ network evaluations per reconstruction as ``nfe``, draws all randomness from the
 
 from .dds import DDS
 from .dps import DPS
+from .red_diff import REDDiff
 
-__all__ = ["DDS", "DPS"]
+__all__ = ["DDS", "DPS", "REDDiff"]
