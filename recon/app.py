@@ -2,11 +2,13 @@
 
 Commands:
     run     simulate a measurement of one image and reconstruct it with every method
+    batch   reconstruct every fastMRI file in a folder (data.root=DIR output=DIR), resumable
     train   train a diffusion prior (denoising score matching, EMA, resumable)
 
 Overrides use Hydra's syntax (``operator.views=8``, ``data=file data.path=FILE``,
 ``hydra.run.dir=DIR``); ``python -m recon run --help`` lists the config groups. User errors
-(bad input files, unknown keys) print one line and exit with status 2.
+(bad input files, unknown keys) print one line and exit with status 2; ``batch`` exits with 1
+when some input files failed (each is reported) and the rest were reconstructed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ def _run(overrides: Sequence[str]) -> int:
     return 0
 
 
+def _batch(overrides: Sequence[str]) -> int:
+    from .batch import batch
+    from .config import load_config
+
+    return batch(load_config(overrides, config_name="batch"))
+
+
 def _train(overrides: Sequence[str]) -> int:
     from .config import load_config
     from .train_cmd import train
@@ -35,7 +44,7 @@ def _train(overrides: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": _run, "train": _train}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": _run, "batch": _batch, "train": _train}
 
 
 def _group_help() -> str:

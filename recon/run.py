@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,7 +26,7 @@ Method = Callable[..., torch.Tensor]
 
 @dataclass
 class MethodResult:
-    """One method's reconstruction ``(1, 1, N, N)`` and its scores."""
+    """One method's reconstruction ``(1, 1, H, W)`` (complex for MRI) and its scores."""
 
     image: torch.Tensor
     metrics: dict[str, float]
@@ -141,15 +142,33 @@ class SimulatedCase:
 
 
 def simulate(cfg: DictConfig, device: torch.device, generator: torch.Generator) -> SimulatedCase:
-    """Build data, operator and noise from ``cfg`` and draw the measurement."""
-    truth_info = instantiate(cfg.data, "data")
-    truth = truth_info.image.to(device)
-    physics = instantiate(cfg.operator, "operator", image_size=truth.shape[-1],
-                          pixel_size=truth_info.pixel_size_cm).to(device)
+    """Build data, operator and noise from ``cfg`` and draw the measurement.
+
+    The data source supplies the operator factory's data-dependent arguments
+    (``operator_inputs()``) and draws the measurement (``measure``); see
+    :mod:`recon.data.sources`.
+    """
+    truth_info = instantiate(cfg.data, "data").to(device)
+    physics = instantiate(cfg.operator, "operator", **truth_info.operator_inputs()).to(device)
     noise = instantiate(cfg.noise, "noise")
     with torch.no_grad():
-        y = noise(physics(truth), generator=generator)
-    return SimulatedCase(truth_info, truth, physics, y)
+        y = truth_info.measure(physics, noise, generator)
+    return SimulatedCase(truth_info, truth_info.image, physics, y)
+
+
+def magnitude(image: np.ndarray) -> np.ndarray:
+    """``|image|`` for complex images (MRI); real images (CT) unchanged."""
+    return np.abs(image) if np.iscomplexobj(image) else image
+
+
+def measurement_display(y: np.ndarray) -> np.ndarray:
+    """What the panel shows of a 2D measurement: for complex k-space the log-magnitude
+    ``log10(1 + |y| / floor)`` (floor 1e-6 of the maximum; unsampled entries are 0), the data
+    itself otherwise (sinograms)."""
+    if not np.iscomplexobj(y):
+        return y
+    mag = np.abs(y)
+    return np.log10(1 + mag / (1e-6 * (float(mag.max()) or 1.0)))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -169,25 +188,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results = run_methods(methods, y, physics, truth, generator)
 
     spacing_mm = (10 * truth_info.pixel_size_cm,) * 3
-    save_npy(run_dir / "ground_truth.npy", truth.cpu().numpy())
+    truth_np = truth.cpu().numpy()
+    save_npy(run_dir / "ground_truth.npy", truth_np)
     save_npy(run_dir / "measurement.npy", y.cpu().numpy())
     for name, res in results.items():
         image = res.image.cpu().numpy()
         save_npy(run_dir / f"recon_{name}.npy", image)
-        save_nifti(run_dir / f"recon_{name}.nii.gz", image[0, 0], spacing=spacing_mm)
+        save_nifti(run_dir / f"recon_{name}.nii.gz", magnitude(image[0, 0]), spacing=spacing_mm)
     report = {
         "task": str(cfg.task.name),
         "data": truth_info.name,
-        "units": "1/cm",
-        "data_range": float(truth.max()),
+        "units": truth_info.units,
+        "data_range": float(magnitude(truth_np).max()),
         "methods": {name: res.metrics for name, res in results.items()},
     }
     save_json(run_dir / "metrics.json", report)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg)))
-    save_panel(run_dir / "panel.png", truth[0, 0].cpu().numpy(),
-               {n: r.image[0, 0].cpu().numpy() for n, r in results.items()},
+    save_panel(run_dir / "panel.png", magnitude(truth_np[0, 0]),
+               {n: magnitude(r.image[0, 0].cpu().numpy()) for n, r in results.items()},
                report["methods"], title=f"{cfg.task.name}: {truth_info.name}",
-               measurement=y[0, 0].cpu().numpy())
+               measurement=measurement_display(y[0, 0].cpu().numpy()))
     print(format_table(report["methods"]))
     print(f"run folder: {run_dir}")
     return report

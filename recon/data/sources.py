@@ -1,8 +1,17 @@
-"""Ground-truth sources for simulated runs: bundled phantoms or a user's image file."""
+"""Ground-truth sources for simulated runs: bundled phantoms or a user's image file.
+
+A data source (the ``data`` config node) returns an object with ``image`` (the truth,
+``(1, 1, H, W)``), ``name``, ``units``, ``pixel_size_cm`` and three methods that let
+``recon.run.simulate`` stay modality-agnostic: ``to(device)``, ``operator_inputs()`` (the keyword
+arguments the ``operator`` factory needs from the data) and ``measure(physics, noise,
+generator)`` (the measurement ``y``). :class:`GroundTruth` is the CT one; MRI sources are in
+:mod:`recon.data.mri_sources`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +27,18 @@ class GroundTruth:
     image: Tensor
     pixel_size_cm: float
     name: str
+    units: str = "1/cm"
+
+    def to(self, device: torch.device) -> "GroundTruth":
+        return replace(self, image=self.image.to(device))
+
+    def operator_inputs(self) -> dict[str, Any]:
+        """The CT operator factories' ``image_size`` (pixels) and ``pixel_size`` (cm)."""
+        return {"image_size": self.image.shape[-1], "pixel_size": self.pixel_size_cm}
+
+    def measure(self, physics: torch.nn.Module, noise: Any, generator: torch.Generator) -> Tensor:
+        """``noise(physics(image))``."""
+        return noise(physics(self.image), generator=generator)
 
 
 def phantom(kind: str = "mixed", split: str = "test", index: int = 0, size: int = 128,

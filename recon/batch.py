@@ -1,0 +1,241 @@
+"""``python -m recon batch``: every fastMRI multi-coil file in a folder through every method.
+
+For each ``data.root/*.h5`` (sorted) and each method of the task (baselines, then the sampler
+if configured), slices are reconstructed ``batch_size`` at a time: the readout oversampling is
+removed (:func:`recon.data.mri_sources.regrid`, exact for column masks), the mask is the file's
+own ``mask`` when it has one (test sets) else the ``mask`` config (one mask per volume), coil
+maps are ESPIRiT estimates per slice from the undersampled data's fully sampled centre, and
+the magnitude is centre-cropped to the header's recon size.
+
+Output (``output=DIR``)::
+
+    DIR/METHOD/FILE.h5               fastMRI submission layout (recon.io.fastmri.write_reconstruction)
+    DIR/per_volume/METHOD/FILE.json  slices, seconds, realised acceleration, metrics (or null)
+    DIR/summary.csv, summary.json    per method: volumes, mean PSNR/SSIM/NMSE, seconds per slice
+
+Metrics (when the file has ``reconstruction_rss``) follow fastMRI's ``evaluate.py``: volume
+PSNR and NMSE with the volume's maximum as data range, SSIM per slice with that range,
+averaged; reconstruction and target centre-cropped to a common size. Seconds are the
+methods' own (ESPIRiT time is reported separately, ``maps_seconds_per_slice``).
+
+Reliability: every file is written atomically and a volume's record after its HDF5, so a rerun
+skips (volume, method) pairs that have both; a bad input file (unreadable, truncated, no or
+malformed ``kspace``, NaN/Inf) is reported with its name and reason and the batch goes on; the
+input folder is only read. Exit status 0, or 1 if any file failed (2 for configuration errors).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from operators import MASK_KINDS
+from .data.mri_sources import regrid
+from .errors import ConfigError, InputError, ReconError
+from .io.atomic import atomic_write, save_json
+from .io.fastmri import FastMRIVolume, center_crop, read_fastmri, write_reconstruction
+from .metrics import evaluate
+from .run import Method, build_methods, instantiate, resolve_device
+
+RECORDS = "per_volume"
+
+
+def batch(cfg: DictConfig) -> int:
+    """Run the batch configured by ``cfg`` (``configs/batch.yaml``); returns the exit status."""
+    from tqdm import tqdm
+
+    root, output = _folders(cfg)
+    _check_mask(cfg.mask)
+    if int(cfg.batch_size) < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size}: must be >= 1")
+    files = sorted(p for p in root.glob("*.h5") if p.is_file())
+    if not files:
+        raise ConfigError(f"data.root={root}: no *.h5 files")
+    device = resolve_device(str(cfg.device))
+    methods = build_methods(cfg, device)
+    if not methods:
+        raise ConfigError("nothing to run: no baselines and no sampler configured")
+    failures: dict[str, str] = {}
+    for path in tqdm(files, desc="files", unit="file"):
+        todo = {name: m for name, m in methods.items() if not _complete(output, name, path.name)}
+        if not todo:
+            continue
+        try:
+            reconstruct_volume(path, todo, cfg, output, device)
+        except (ReconError, ValueError) as err:
+            reason = err.problem if isinstance(err, InputError) else str(err)
+            failures[path.name] = reason
+            tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
+    summary = summarise(output, [p.name for p in files], list(methods), failures)
+    save_json(output / "summary.json", summary)
+    with atomic_write(output / "summary.csv", "w") as handle:
+        handle.write(summary_csv(summary["methods"]))
+    print(format_summary(summary))
+    return 1 if failures else 0
+
+
+def _folders(cfg: DictConfig) -> tuple[Path, Path]:
+    """``data.root`` (an existing folder) and ``output`` (not inside it: the input is read only)."""
+    root, output = Path(str(cfg.data.root)), Path(str(cfg.output))
+    if not root.is_dir():
+        raise ConfigError(f"data.root={root}: not a folder")
+    inner, out = root.resolve(), output.resolve()
+    if out == inner or inner in out.parents:
+        raise ConfigError(f"output={output}: must lie outside data.root (the input folder is never modified)")
+    return root, output
+
+
+def _check_mask(spec: DictConfig) -> None:
+    if spec.kind not in MASK_KINDS:
+        raise ConfigError(f"mask.kind={spec.kind}: expected one of {', '.join(MASK_KINDS)}")
+    if not float(spec.acceleration) > 1:
+        raise ConfigError(f"mask.acceleration={spec.acceleration}: must be > 1")
+
+
+def _record_path(output: Path, method: str, name: str) -> Path:
+    return output / RECORDS / method / f"{Path(name).stem}.json"
+
+
+def _complete(output: Path, method: str, name: str) -> bool:
+    return (output / method / name).is_file() and _record_path(output, method, name).is_file()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, output: Path,
+                       device: torch.device) -> None:
+    """Reconstruct every slice of ``path`` with each method; write outputs and records."""
+    from tqdm import tqdm
+
+    volume = read_fastmri(path)
+    if volume.num_slices == 0:
+        raise InputError(path, "kspace holds no slices")
+    rows, cols = volume.kspace_shape[-2:]
+    crop = tuple(volume.crop_size)
+    if crop[0] > rows or crop[1] > cols:
+        raise InputError(path, f"recon size {crop} exceeds the k-space ({rows}, {cols})")
+    shape = (crop[0], cols)
+    mask = torch.from_numpy(volume.mask) if volume.mask is not None else cfg.mask
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    images: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    maps_seconds, sampling = 0.0, None
+    step = int(cfg.batch_size)
+    with tqdm(total=volume.num_slices, desc=path.name, unit="slice", leave=False) as bar:
+        for start in range(0, volume.num_slices, step):
+            indices = range(start, min(start + step, volume.num_slices))
+            kspace = torch.stack([regrid(torch.from_numpy(volume.kspace(i)), shape) for i in indices])
+            tic = time.perf_counter()
+            physics = instantiate(cfg.operator, "operator", shape=shape, mask=mask, maps=None,
+                                  kspace=kspace).to(device)
+            maps_seconds += time.perf_counter() - tic
+            sampling = physics.mask.cpu()
+            y = physics.mask * kspace.to(device)
+            for name, method in methods.items():
+                _synchronize(device)
+                tic = time.perf_counter()
+                x = method(y, physics, generator=generator)
+                _synchronize(device)
+                seconds[name] += time.perf_counter() - tic
+                images[name].append(center_crop(x.detach().abs()[:, 0], crop).cpu().numpy())
+            bar.update(len(indices))
+    target = _target(volume)
+    acceleration = sampling.numel() / float(sampling.sum())
+    for name in methods:
+        recon = np.concatenate(images[name])
+        write_reconstruction(output / name / path.name, recon, method=name, crop_size=crop, mask=sampling,
+                             acceleration=acceleration, center_fraction=_center_fraction(volume, cfg.mask))
+        save_json(_record_path(output, name, path.name), {
+            "file": path.name,
+            "method": name,
+            "slices": volume.num_slices,
+            "seconds": seconds[name],
+            "maps_seconds": maps_seconds,
+            "acceleration": acceleration,
+            "metrics": None if target is None else volume_metrics(recon, target),
+        })
+
+
+def _target(volume: FastMRIVolume) -> np.ndarray | None:
+    if not volume.has_target:
+        return None
+    return np.stack([volume.target(i) for i in range(volume.num_slices)])
+
+
+def _center_fraction(volume: FastMRIVolume, spec: DictConfig) -> float | None:
+    """The configured centre fraction (its default made explicit), None for a file's own mask."""
+    if volume.mask is not None:
+        return None
+    fraction = spec.center_fraction
+    return float(fraction) if fraction is not None else 0.32 / float(spec.acceleration)
+
+
+def volume_metrics(recon: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """fastMRI's volume metrics of magnitude stacks ``(S, h, w)``, both centre-cropped to the
+    smaller of their sizes: PSNR/NMSE over the volume, SSIM per slice averaged, data range the
+    target volume's maximum."""
+    size = (min(recon.shape[-2], target.shape[-2]), min(recon.shape[-1], target.shape[-1]))
+    return evaluate(center_crop(recon, size), center_crop(target, size))
+
+
+def summarise(output: Path, names: list[str], methods: list[str], failures: dict[str, str]) -> dict[str, Any]:
+    """Per-method means over the records of ``names`` in ``output`` (this run's and earlier ones')."""
+    table: dict[str, dict[str, Any]] = {}
+    maps_seconds, map_slices = 0.0, 0
+    for method in methods:
+        records = [json.loads(p.read_text()) for p in (_record_path(output, method, n) for n in names) if p.is_file()]
+        scored = [r["metrics"] for r in records if r["metrics"] is not None]
+        slices = sum(r["slices"] for r in records)
+        row: dict[str, Any] = {"volumes": len(records), "scored": len(scored)}
+        for key in ("psnr", "ssim", "nmse"):
+            row[key] = float(np.mean([m[key] for m in scored])) if scored else None
+        row["seconds_per_slice"] = sum(r["seconds"] for r in records) / slices if slices else None
+        table[method] = row
+        if not map_slices:
+            maps_seconds, map_slices = sum(r["maps_seconds"] for r in records), slices
+    return {
+        "files": len(names),
+        "failed": failures,
+        "methods": table,
+        "maps_seconds_per_slice": maps_seconds / map_slices if map_slices else None,
+    }
+
+
+def summary_csv(methods: dict[str, dict[str, Any]]) -> str:
+    """CSV text: method, volumes, scored, psnr, ssim, nmse, seconds_per_slice."""
+    buffer = io.StringIO()
+    fields = ["method", "volumes", "scored", "psnr", "ssim", "nmse", "seconds_per_slice"]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for name, row in methods.items():
+        writer.writerow({"method": name, **{k: ("" if row[k] is None else row[k]) for k in fields[1:]}})
+    return buffer.getvalue()
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The printed table, then one line per failed file."""
+    lines = [f"{'method':<16}{'volumes':>8}{'PSNR [dB]':>10}{'SSIM':>8}{'NMSE':>10}{'s/slice':>9}"]
+    for name, row in summary["methods"].items():
+        lines.append(f"{name:<16}{row['volumes']:>8d}{_fmt(row['psnr'], '.2f'):>10}{_fmt(row['ssim'], '.4f'):>8}"
+                     f"{_fmt(row['nmse'], '.2e'):>10}{_fmt(row['seconds_per_slice'], '.3f'):>9}")
+    failed = summary["failed"]
+    lines.append(f"{summary['files'] - len(failed)} of {summary['files']} files done")
+    lines.extend(f"failed: {name}: {reason}" for name, reason in failed.items())
+    return "\n".join(lines)
