@@ -133,3 +133,11 @@ def test_samplers_run_with_a_unet_prior(complex_data):
     for sampler in (DDS(prior, steps=2), DDS(prior, steps=2, gamma=1.0), DPS(prior, steps=2)):
         x = sampler(y, physics, generator=torch.Generator().manual_seed(0))
         assert x.shape == (2, 1, 32, 32) and x.dtype == dtype and bool(torch.isfinite(x).all())
+
+
+def test_dds_clamp_projects_onto_the_prior_range():
+    prior, physics, y, _ = problem()
+    free = DDS(prior, steps=20)(y, physics, generator=torch.Generator().manual_seed(0))
+    assert free.abs().max() > 0.5  # the unclamped Gaussian posterior leaves the box
+    x = DDS(prior, steps=20, clamp=(-0.5, 0.5))(y, physics, generator=torch.Generator().manual_seed(0))
+    assert x.min() >= -0.5 - 1e-6 and x.max() <= 0.5 + 1e-6
