@@ -7,6 +7,7 @@ model card (training facts, measured denoising quality on held-out images) to ``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, InputError
 from .run import resolve_device
+
+if TYPE_CHECKING:
+    from priors.train import Trainer
 
 
 def training_images(data: DictConfig) -> torch.Tensor:
@@ -49,6 +53,20 @@ def held_out_images(data: DictConfig, count: int) -> torch.Tensor:
     return torch.from_numpy(make_phantoms(str(data.kind), "test", count, int(data.size)))
 
 
+def warm_start(trainer: "Trainer", checkpoint: str) -> None:
+    """Start network and EMA from ``checkpoint``'s weights (fresh optimiser, step 0)."""
+    from priors import CheckpointError, load_prior
+
+    try:
+        weights = load_prior(checkpoint).network.state_dict()
+        trainer.network.load_state_dict(weights)
+        trainer.ema.load_state_dict(weights)
+    except (CheckpointError, RuntimeError) as err:
+        raise ConfigError(f"init={checkpoint}: {str(err).splitlines()[0]}") from None
+    trainer.settings.extra["init"] = checkpoint
+    print(f"warm start from {checkpoint}")
+
+
 def train(cfg: DictConfig) -> Path:
     """Train as configured; returns the exported checkpoint path."""
     from tqdm import tqdm
@@ -63,6 +81,8 @@ def train(cfg: DictConfig) -> Path:
     trainer = Trainer(card, training_images(cfg.prior.data), cfg.out, settings, device)
     if trainer.try_resume():
         print(f"resuming {cfg.out} at step {trainer.step}")
+    elif cfg.get("init"):
+        warm_start(trainer, str(cfg.init))
     bar = tqdm(total=settings.steps, initial=trainer.step, desc=f"train {card['name']}", unit="step")
 
     def progress(step: int, loss: float) -> None:

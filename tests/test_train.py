@@ -57,3 +57,17 @@ def test_training_reduces_the_loss_and_exports_a_loadable_prior(tmp_path):
     assert set(prior.card["quality"]["psnr_db"][100]) == {"noise_std_physical", "noisy", "tweedie"}
     z = torch.randn(1, 1, 16, 16)
     assert torch.allclose(prior.eps(z, 10), trainer.ema(z, torch.tensor([10.0])), atol=1e-6)
+
+
+def test_train_command_warm_starts_from_a_checkpoint(tmp_path, capsys):
+    from recon.app import main
+
+    overrides = ["prior.data.count=4", "prior.data.size=32", "train.steps=2", "train.batch_size=2",
+                 "train.crop=32", "eval_images=1", "device=cpu"]
+    assert main(["train", *overrides, f"out={tmp_path / 'a'}"]) == 0
+    first = tmp_path / "a" / "ct-phantom-128.safetensors"
+    assert main(["train", *overrides, "train.steps=1", f"out={tmp_path / 'b'}", f"init={first}"]) == 0
+    assert "warm start" in capsys.readouterr().out
+    card = load_prior(tmp_path / "b" / "ct-phantom-128.safetensors").card
+    assert card["training"]["init"] == str(first)
+    assert main(["train", *overrides, f"out={tmp_path / 'c'}", "init=no-such-prior"]) == 2
