@@ -78,9 +78,18 @@ class DiffusionPrior(nn.Module):
         return z * n.scale + n.offset
 
     # --- the network ----------------------------------------------------------------
+    # Samplers pass a Python int ``t``; the coefficients below are then Python floats
+    # (computed with the same float arithmetic as the tensor path) and the network's
+    # timestep vector is a fill, so the sampling loop makes no host-device transfer.
     def _timesteps(self, t: Tensor | int, batch: int, device: torch.device) -> Tensor:
-        t = torch.as_tensor(t, device=device)
-        return t.expand(batch).float() if t.dim() == 0 else t.float()
+        if _is_scalar(t):
+            return torch.full((batch,), float(t), device=device)
+        return torch.as_tensor(t, device=device).float()
+
+    def _per_step(self, values: Tensor, like: Tensor) -> Tensor | float:
+        """``values`` (from the CPU schedule) as a scalar or as ``(B, 1, ...)`` for ``like``."""
+        v = values.to(like.real.dtype if like.is_complex() else like.dtype)
+        return v.item() if v.dim() == 0 else v.to(like.device).reshape(-1, *[1] * (like.dim() - 1))
 
     def eps(self, z_t: Tensor, t: Tensor | int) -> Tensor:
         """Predicted noise ``eps(z_t, t)``, ``(B, C, H, W)``; ``t`` scalar or ``(B,)``."""
@@ -93,14 +102,18 @@ class DiffusionPrior(nn.Module):
 
     def x0_from_eps(self, z_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
         """Tweedie estimate from a given ``eps`` (no network call)."""
-        abar = self._broadcast(self.schedule.alpha_bar(self._timesteps(t, z_t.shape[0], z_t.device)), z_t)
-        return (z_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+        abar = self.schedule.alpha_bar(_cpu_steps(t)).to(z_t.real.dtype if z_t.is_complex() else z_t.dtype)
+        return (z_t - self._per_step((1 - abar).sqrt(), z_t) * eps) / self._per_step(abar.sqrt(), z_t)
 
     def score(self, z_t: Tensor, t: Tensor | int) -> Tensor:
         """``grad log p_t(z_t) = -eps / sqrt(1 - abar_t)``."""
-        sigma = self._broadcast(self.schedule.sigma(self._timesteps(t, z_t.shape[0], z_t.device)), z_t)
-        return -self.eps(z_t, t) / sigma
+        return -self.eps(z_t, t) / self._per_step(self.schedule.sigma(_cpu_steps(t)), z_t)
 
-    @staticmethod
-    def _broadcast(v: Tensor, like: Tensor) -> Tensor:
-        return v.to(like.dtype if not like.is_complex() else torch.float32).reshape(-1, *[1] * (like.dim() - 1))
+
+def _is_scalar(t: Tensor | int) -> bool:
+    return not isinstance(t, Tensor) or t.dim() == 0
+
+
+def _cpu_steps(t: Tensor | int) -> Tensor:
+    """Timesteps on the CPU, where the schedule's table lives (a no-op for Python ints)."""
+    return torch.as_tensor(int(t) if _is_scalar(t) else t.cpu())

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-import yaml
 from torch import Tensor
 
 from .checkpoint import save_checkpoint
@@ -215,7 +214,3 @@ def denoising_quality(prior: DiffusionPrior, images: Tensor, timesteps: tuple[in
         }
     return out
 
-
-def load_card_template(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file holding a model-card skeleton (network, schedule, normalization)."""
-    return yaml.safe_load(Path(path).read_text())

@@ -16,7 +16,7 @@ import torch
 from operators import MatrixOperator
 from priors import DiffusionPrior, GaussianPrior, Normalization, VPSchedule, mixture_posterior
 from priors.unet import from_guided_diffusion
-from recon.samplers import DDS, DPS
+from recon.samplers import DDS, DPS, REDDiff
 
 DRAWS = 400
 GOOD, BAD = 0.2, 0.8  # pass below GOOD; a sampler ignoring the data must score above BAD
@@ -88,8 +88,8 @@ def test_complex_data_approaches_posterior_mean():
         assert score(prior, x, post) < GOOD
 
 
-@pytest.mark.parametrize("make", [lambda p: DDS(p, steps=10, gamma=5.0), lambda p: DPS(p, steps=10)],
-                         ids=["DDS", "DPS"])
+@pytest.mark.parametrize("make", [lambda p: DDS(p, steps=10, gamma=5.0), lambda p: DPS(p, steps=10),
+                                  lambda p: REDDiff(p, steps=10)], ids=["DDS", "DPS", "REDDiff"])
 def test_seeded_runs_are_identical_and_batch_elements_independent(make):
     prior, physics, y, _ = problem()
     sampler = make(prior)
