@@ -22,7 +22,7 @@ from .ct import (
     sparse_view_angles,
 )
 from .dense import MatrixOperator
-from .inpainting import Inpainting, box_mask, random_pixel_mask, stroke_mask
+from .inpainting import Inpainting, box_mask, inpainting, random_pixel_mask, stroke_mask
 from .masks import (
     MASK_KINDS,
     SampledMask,
@@ -35,7 +35,7 @@ from .masks import (
 )
 from .mri import MultiCoilMRI, fft2c, ifft2c
 from .noise import GaussianNoise, TransmissionNoise
-from .resampling import Downsampling, SeparableOperator
+from .resampling import Downsampling, SeparableOperator, downsampling
 
 __all__ = [
     "AdjointOperator",
@@ -60,6 +60,7 @@ __all__ = [
     "birdcage_maps",
     "box_mask",
     "conjugate_gradient",
+    "downsampling",
     "equispaced_mask",
     "espirit_maps",
     "fan_beam_ct",
@@ -68,6 +69,7 @@ __all__ = [
     "gaussian2d",
     "ifft2c",
     "inner",
+    "inpainting",
     "limited_angle_angles",
     "make_mask",
     "normalize_maps",

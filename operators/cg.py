@@ -28,7 +28,11 @@ def conjugate_gradient(
     ``lambda x: x + gamma * A.normal(x)``). Inner products are conjugated,
     ``<u, v> = sum(conj(u) v)``, so complex data (MRI) is handled correctly; each batch
     element gets its own step sizes. Iteration stops early once every element's residual
-    norm is below ``tol * ||rhs||``. Differentiable if ``apply`` is.
+    norm is below ``tol * ||rhs||``. An element is frozen once its residual has fallen to
+    the working precision (``10 eps`` of its initial residual) or its search direction sees
+    a curvature below ``100 eps`` of the largest seen: on a singular ``M`` (a low-rank
+    ``A^H A``) such a direction lies in the null space up to rounding, and its step would
+    blow up. Differentiable if ``apply`` is.
 
     Shapes: ``rhs`` and ``x0`` are ``(B, ...)``; returns ``(B, ...)``.
     """
@@ -37,17 +41,22 @@ def conjugate_gradient(
     p = r
     rs = batch_norm2(r)
     threshold = (tol**2) * batch_norm2(rhs)
+    eps = torch.finfo(rs.dtype).eps
+    floor = rs * (10 * eps) ** 2
+    top = torch.zeros_like(rs)  # the largest Rayleigh quotient <p, M p> / <p, p> seen so far
     for _ in range(iterations):
         if bool((rs <= threshold).all()):
             break
         mp = apply(p)
         curvature = inner(p, mp).real
-        active = curvature > 0
+        rayleigh = curvature / batch_norm2(p).clamp_min(torch.finfo(rs.dtype).tiny)
+        top = torch.maximum(top, rayleigh)
+        active = (rayleigh > 100 * eps * top) & (rs > floor)
         alpha = torch.where(active, rs / torch.where(active, curvature, torch.ones_like(curvature)), 0.0)
         x = x + _per_sample(alpha, x).to(x.dtype) * p
         r = r - _per_sample(alpha, r).to(r.dtype) * mp
         rs_new = batch_norm2(r)
-        beta = torch.where(rs > 0, rs_new / torch.where(rs > 0, rs, torch.ones_like(rs)), 0.0)
+        beta = torch.where(active, rs_new / torch.where(active, rs, torch.ones_like(rs)), 0.0)
         p = r + _per_sample(beta, p).to(p.dtype) * p
         rs = rs_new
     return x

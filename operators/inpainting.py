@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import LinearOperator
 
-__all__ = ["Inpainting", "box_mask", "random_pixel_mask", "stroke_mask"]
+__all__ = ["Inpainting", "box_mask", "inpainting", "random_pixel_mask", "stroke_mask"]
 
 
 class Inpainting(LinearOperator):
@@ -113,3 +113,18 @@ def _segment_distance(rows: np.ndarray, cols: np.ndarray, start: np.ndarray, end
     t = ((rows - start[0]) * d[0] + (cols - start[1]) * d[1]) / max(float(d @ d), 1e-12)
     t = np.clip(t, 0.0, 1.0)
     return np.hypot(rows - start[0] - t * d[0], cols - start[1] - t * d[1])
+
+
+MASKS = {"box": box_mask, "random_pixel": random_pixel_mask, "stroke": stroke_mask}  # (shape, fraction, seed)
+
+
+def inpainting(image_size: int, mask: str = "random_pixel", missing_fraction: float = 0.7, seed: int = 0,
+               pixel_size: float | None = None) -> Inpainting:
+    """Inpainting of ``(B, 1, N, N)`` images, ``N = image_size``, with a seeded mask.
+
+    ``mask``: ``box`` | ``random_pixel`` | ``stroke``, missing ``missing_fraction`` of the
+    pixels. ``pixel_size`` (cm, from the data source) does not enter the operator.
+    """
+    if mask not in MASKS:
+        raise ValueError(f"unknown mask {mask!r}; choose from {sorted(MASKS)}")
+    return Inpainting(MASKS[mask]((image_size, image_size), missing_fraction, seed))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import LinearOperator
 
-__all__ = ["Downsampling", "SeparableOperator", "area_matrix", "bicubic_matrix"]
+__all__ = ["Downsampling", "SeparableOperator", "area_matrix", "bicubic_matrix", "downsampling"]
 
 
 class SeparableOperator(LinearOperator):
@@ -87,3 +87,11 @@ class Downsampling(SeparableOperator):
         super().__init__(makers[mode](height, factor), makers[mode](width, factor), channels)
         self.factor = int(factor)
         self.mode = mode
+
+
+def downsampling(image_size: int, factor: int = 4, mode: str = "area", pixel_size: float | None = None) -> Downsampling:
+    """Downsampling of ``(B, 1, N, N)`` images, ``N = image_size``, by ``factor`` (super-resolution).
+
+    ``pixel_size`` (cm, from the data source) does not enter the operator.
+    """
+    return Downsampling((1, image_size, image_size), factor, mode)

@@ -93,7 +93,7 @@ class Trainer:
         self.normalization = Normalization.from_dict(card.get("normalization", {}) or {})
         prior = DiffusionPrior(self.network, self.schedule, self.normalization,
                                channels=int(card["network"].get("in_channels", 1)))
-        self.images = prior.encode(images.float()).cpu()
+        self.images = prior.encode(images if images.is_complex() else images.float()).float().cpu()
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=settings.lr, weight_decay=0.0)
         self.step = 0
         self.seconds = 0.0
@@ -197,7 +197,8 @@ def denoising_quality(prior: DiffusionPrior, images: Tensor, timesteps: tuple[in
     from math import log10
 
     gen = torch.Generator().manual_seed(seed)
-    z0 = prior.encode(images.float())
+    images = images if images.is_complex() else images.float()
+    z0 = prior.encode(images)
     peak = float(images.abs().max())
     out: dict[str, Any] = {"images": int(images.shape[0]), "data_range": peak, "psnr_db": {}}
     for t in timesteps:

@@ -1,4 +1,5 @@
-"""The run's figure: truth and every method in one row, absolute errors below."""
+"""The run's figure: truth and every method in one row, absolute errors below, and the
+posterior standard deviation maps of sampled methods in a third row when present."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from .io.atomic import atomic_write
 
 def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
                metrics: dict[str, dict[str, float]], title: str = "",
-               measurement: np.ndarray | None = None) -> None:
-    """Write ``path`` (PNG): row 1 truth | methods, row 2 measurement | ``|method - truth|``.
+               measurement: np.ndarray | None = None, stds: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``path`` (PNG): row 1 truth | methods, row 2 measurement | ``|method - truth|``,
+    row 3 (when ``stds`` is not empty) each sampled method's per-pixel standard deviation.
 
     ``truth`` and each result are 2D arrays in the same units; the display window is
-    ``[0, max(truth)]`` and all error maps share one colour scale. ``measurement`` (2D, real
+    ``[0, max(truth)]`` and all error and standard-deviation maps share one colour scale. ``measurement`` (2D, real
     or complex: shown in magnitude) fills the slot under the truth.
     """
     import matplotlib
@@ -23,8 +25,9 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = 1 + len(results)
-    fig, axes = plt.subplots(2, cols, figsize=(2.6 * cols, 5.4), squeeze=False)
+    stds = stds or {}
+    cols, rows = 1 + len(results), 3 if stds else 2
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
     vmax = float(truth.max()) or 1.0
     errors = {name: np.abs(img - truth) for name, img in results.items()}
     emax = max((float(np.percentile(e, 99.5)) for e in errors.values()), default=1.0) or 1.0
@@ -37,6 +40,9 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
                                fontsize=9)
         axes[1, col].imshow(errors[name], cmap="magma", vmin=0, vmax=emax)
         axes[1, col].set_title(f"|{name} - truth|", fontsize=9)
+        if name in stds:
+            axes[2, col].imshow(stds[name], cmap="viridis", vmin=0, vmax=emax)
+            axes[2, col].set_title(f"{name}: posterior std", fontsize=9)
     if measurement is not None:
         axes[1, 0].imshow(np.abs(measurement), cmap="gray", aspect="auto")
         axes[1, 0].set_title("measurement", fontsize=9)

@@ -26,10 +26,17 @@ Method = Callable[..., torch.Tensor]
 
 @dataclass
 class MethodResult:
-    """One method's reconstruction ``(1, 1, H, W)`` (complex for MRI) and its scores."""
+    """One method's reconstruction ``(1, 1, H, W)`` (complex for MRI) and its scores.
+
+    With posterior sampling (``samples=K > 1``, diffusion samplers only) ``image`` is the
+    mean of the ``K`` draws ``samples`` ``(K, 1, H, W)`` and ``std`` ``(1, 1, H, W)``, real,
+    their per-pixel standard deviation.
+    """
 
     image: torch.Tensor
     metrics: dict[str, float]
+    std: torch.Tensor | None = None
+    samples: torch.Tensor | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,19 +110,40 @@ class WithProgress:
 
 
 def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.Module,
-                truth: torch.Tensor, generator: torch.Generator) -> dict[str, MethodResult]:
-    """Run each method on ``y``, timing it and scoring it against ``truth``."""
+                truth: torch.Tensor, generator: torch.Generator, samples: int = 1) -> dict[str, MethodResult]:
+    """Run each method on ``y`` (batch 1), timing it and scoring it against ``truth``.
+
+    Diffusion samplers (``nfe > 0``) draw ``samples`` posterior samples in one batch when
+    ``samples > 1``; they are scored on the samples' mean (see :class:`MethodResult`).
+    """
+    if samples < 1:
+        raise ConfigError(f"samples={samples}: expected a positive number of posterior samples")
     results: dict[str, MethodResult] = {}
     for name, method in methods.items():
+        nfe = int(getattr(method, "nfe", 0))
+        draws = samples if nfe > 0 else 1
         _synchronize(y.device)
         start = time.perf_counter()
-        x = method(y, physics, generator=generator)
+        x = method(y.expand(draws, *y.shape[1:]).contiguous(), physics, generator=generator).detach()
         _synchronize(y.device)
         seconds = time.perf_counter() - start
-        scores = evaluate(x, truth)
-        scores.update(seconds=seconds, nfe=int(getattr(method, "nfe", 0)))
-        results[name] = MethodResult(x.detach(), scores)
+        if draws > 1:
+            mean, std = sample_statistics(x)
+            result = MethodResult(mean, evaluate(mean, truth), std, x)
+            result.metrics["mean_std"] = float(std.mean())
+        else:
+            result = MethodResult(x, evaluate(x, truth))
+        result.metrics.update(seconds=seconds, nfe=nfe)
+        results[name] = result
     return results
+
+
+def sample_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(1, ...)`` and unbiased per-pixel standard deviation ``(1, ...)`` (real) of
+    ``K >= 2`` draws ``x`` ``(K, ...)``; for complex draws ``std = sqrt(sum |x - mean|^2 / (K - 1))``."""
+    mean = x.mean(dim=0, keepdim=True)
+    std = ((x - mean).abs().square().sum(dim=0, keepdim=True) / (x.shape[0] - 1)).sqrt()
+    return mean, std
 
 
 def _synchronize(device: torch.device) -> None:
@@ -185,7 +213,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not methods:
         raise ConfigError("nothing to run: no baselines and no sampler configured")
     run_dir = prepare_run_dir(Path(cfg.hydra.run.dir))
-    results = run_methods(methods, y, physics, truth, generator)
+    results = run_methods(methods, y, physics, truth, generator, samples=int(cfg.get("samples", 1)))
 
     spacing_mm = (10 * truth_info.pixel_size_cm,) * 3
     truth_np = truth.cpu().numpy()
@@ -195,6 +223,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         image = res.image.cpu().numpy()
         save_npy(run_dir / f"recon_{name}.npy", image)
         save_nifti(run_dir / f"recon_{name}.nii.gz", magnitude(image[0, 0]), spacing=spacing_mm)
+        if res.std is not None:
+            save_npy(run_dir / f"std_{name}.npy", res.std.cpu().numpy())
+            save_npy(run_dir / f"samples_{name}.npy", res.samples.cpu().numpy())
+            save_nifti(run_dir / f"std_{name}.nii.gz", res.std[0, 0].cpu().numpy(), spacing=spacing_mm)
     report = {
         "task": str(cfg.task.name),
         "data": truth_info.name,
@@ -207,7 +239,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     save_panel(run_dir / "panel.png", magnitude(truth_np[0, 0]),
                {n: magnitude(r.image[0, 0].cpu().numpy()) for n, r in results.items()},
                report["methods"], title=f"{cfg.task.name}: {truth_info.name}",
-               measurement=measurement_display(y[0, 0].cpu().numpy()))
+               measurement=measurement_display(y[0, 0].cpu().numpy()),
+               stds={n: r.std[0, 0].cpu().numpy() for n, r in results.items() if r.std is not None})
     print(format_table(report["methods"]))
     print(f"run folder: {run_dir}")
     return report

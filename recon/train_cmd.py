@@ -21,36 +21,46 @@ if TYPE_CHECKING:
 
 
 def training_images(data: DictConfig) -> torch.Tensor:
-    """``(N, 1, H, W)`` float32 training images in physical units."""
+    """``(N, 1, H, W)`` training images in physical units (float32, or complex64 from a complex .npy)."""
     source = str(data.source)
     if source == "phantoms":
         from .data.phantoms import make_phantoms
 
         return torch.from_numpy(make_phantoms(str(data.kind), "train", int(data.count), int(data.size)))
     if source == "npy":
-        path = Path(str(data.path))
-        if not path.is_file():
-            raise InputError(path, "training data file not found")
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError) as err:
-            raise InputError(path, f"cannot read .npy ({err})") from None
-        if array.ndim != 4:
-            raise InputError(path, f"expected (N, C, H, W) images, got shape {array.shape}")
-        images = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        if not torch.isfinite(images).all():
-            raise InputError(path, "training data holds NaN or Inf")
-        return images
+        return load_npy_images(Path(str(data.path)))
     raise ConfigError(f"prior.data.source={source}: expected phantoms or npy")
 
 
-def held_out_images(data: DictConfig, count: int) -> torch.Tensor:
-    """Test-split phantoms for the quality report (empty for non-phantom data)."""
-    if str(data.source) != "phantoms" or count <= 0:
-        return torch.zeros(0)
-    from .data.phantoms import make_phantoms
+def load_npy_images(path: Path) -> torch.Tensor:
+    """``(N, C, H, W)`` float32 or complex64 images from a ``.npy`` file, checked."""
+    if not path.is_file():
+        raise InputError(path, "training data file not found")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot read .npy ({err})") from None
+    if array.ndim != 4:
+        raise InputError(path, f"expected (N, C, H, W) images, got shape {array.shape}")
+    dtype = np.complex64 if np.iscomplexobj(array) else np.float32
+    images = torch.from_numpy(np.array(array, dtype=dtype))  # a writable copy of the memory map
+    if not torch.isfinite(torch.view_as_real(images) if images.is_complex() else images).all():
+        raise InputError(path, "training data holds NaN or Inf")
+    return images
 
-    return torch.from_numpy(make_phantoms(str(data.kind), "test", count, int(data.size)))
+
+def held_out_images(data: DictConfig, count: int) -> torch.Tensor:
+    """Held-out images for the quality report: test-split phantoms, or the first ``count`` of
+    ``data.eval_path`` (a .npy like the training file) for npy data; empty when neither."""
+    if count <= 0:
+        return torch.zeros(0)
+    if str(data.source) == "phantoms":
+        from .data.phantoms import make_phantoms
+
+        return torch.from_numpy(make_phantoms(str(data.kind), "test", count, int(data.size)))
+    if data.get("eval_path"):
+        return load_npy_images(Path(str(data.eval_path)))[:count]
+    return torch.zeros(0)
 
 
 def warm_start(trainer: "Trainer", checkpoint: str) -> None:

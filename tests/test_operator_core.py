@@ -98,6 +98,19 @@ def test_cg_converges_on_complex_normal_equations():
     assert torch.allclose(a.normal(x), rhs, atol=1e-6)
 
 
+def test_cg_on_a_rank_one_system_stays_at_the_least_squares_correction():
+    """float32 CG on A^T A x = A^T y with A of rank 1: after one step the residual is
+    rounding noise; further iterations must not divide by a rounding-noise curvature."""
+    g = torch.Generator().manual_seed(0)
+    a = MatrixOperator(torch.tensor([[-0.0148, -0.5080]]), in_shape=(1, 2))
+    x0 = torch.randn(1000, 1, 2, generator=g)
+    aty = a.adjoint(torch.full((1000, 1), 0.3))
+    one = conjugate_gradient(a.normal, aty, x0, iterations=1)
+    many = conjugate_gradient(a.normal, aty, x0, iterations=20)
+    assert torch.allclose(many, one, atol=1e-5)
+    assert torch.allclose(a(many), torch.full((1000, 1), 0.3), atol=1e-5)
+
+
 def test_gaussian_noise_level_and_reproducibility():
     y = torch.zeros(4, 1, 100, 100)
     noise = GaussianNoise(0.05)

@@ -3,5 +3,6 @@
 from .fbp import FBP
 from .mri import CGSense, L1Wavelet, ZeroFilled
 from .tv import TV
+from .upsampling import Bicubic
 
-__all__ = ["CGSense", "FBP", "L1Wavelet", "TV", "ZeroFilled"]
+__all__ = ["Bicubic", "CGSense", "FBP", "L1Wavelet", "TV", "ZeroFilled"]
