@@ -9,10 +9,21 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
-import astra
 import numpy as np
 import torch
 from torch import Tensor
+
+
+class _LazyAstra:
+    """``astra`` imported on first use: importing ``operators`` stays fast when no CT runs."""
+
+    def __getattr__(self, name: str):
+        import astra as module
+
+        return getattr(module, name)
+
+
+astra = _LazyAstra()
 
 
 @dataclass(frozen=True)

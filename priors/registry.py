@@ -11,6 +11,16 @@ from .checkpoint import CheckpointError, load_checkpoint, read_card
 from .prior import DiffusionPrior
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CARDS_DIR = Path(__file__).resolve().parent / "cards"  # cards of published checkpoints (weights not shipped)
+
+
+def resolve_card(card: str | Path | None) -> Path | None:
+    """A card path as given, or the bundled card ``cards/NAME.yaml`` for a bare name."""
+    if card is None:
+        return None
+    path = Path(card)
+    bundled = CARDS_DIR / f"{card}.yaml"
+    return bundled if not path.is_file() and path.suffix == "" and bundled.is_file() else path
 
 
 def available_priors() -> dict[str, dict[str, Any]]:
@@ -38,7 +48,9 @@ def load_prior(name_or_path: str | Path, card: str | Path | None = None,
     """A bundled prior by name (see :func:`available_priors`) or a checkpoint by path.
 
     Paths may be ``.safetensors`` (card beside it, ``.yaml``) or a guided-diffusion
-    ``.pt`` state dict with its YAML config given as ``card`` (or beside it).
+    ``.pt`` state dict with its YAML config given as ``card`` (or beside it); ``card`` may
+    name a bundled card of a published checkpoint (``priors/cards/``, e.g.
+    ``dds_fastmri_knee320_complex``).
     """
     path = Path(name_or_path)
     if path.suffix not in {".safetensors", ".pt", ".pth"}:
@@ -47,5 +59,5 @@ def load_prior(name_or_path: str | Path, card: str | Path | None = None,
             names = ", ".join(available_priors()) or "none"
             raise CheckpointError(f"unknown prior {str(name_or_path)!r}; bundled priors: {names}")
         path = bundled
-    prior = load_checkpoint(path, card)
+    prior = load_checkpoint(path, resolve_card(card))
     return prior.to(device) if device is not None else prior

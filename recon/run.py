@@ -9,7 +9,7 @@ the ``sampler`` node joins the same table, panel and ``metrics.json``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,19 +66,29 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def build_prior(node: DictConfig, device: torch.device) -> Any:
-    """The configured prior: ``prior.checkpoint`` (a path) or the bundled ``prior.name``."""
+    """The configured prior: ``prior.checkpoint`` (a path) or the bundled ``prior.name``;
+    ``prior.scale`` (optional) replaces the card's normalisation scale (physical units per
+    model unit), for data in other units than the prior was trained on."""
     from priors import CheckpointError, load_prior
 
     try:
-        return load_prior(node.checkpoint or node.name, card=node.get("card")).to(device)
+        prior = load_prior(node.checkpoint or node.name, card=node.get("card"))
     except CheckpointError as err:
         raise ConfigError(f"prior: {err}") from None
+    if node.get("scale") is not None:
+        if float(node.scale) <= 0:
+            raise ConfigError(f"prior.scale={node.scale}: must be > 0")
+        prior.normalization = replace(prior.normalization, scale=float(node.scale))
+    return prior.to(device)
 
 
 def build_methods(cfg: DictConfig, device: torch.device) -> dict[str, Method]:
     """Baselines first, then the configured sampler (if any), keyed by their names."""
     methods: dict[str, Method] = {}
     for name, node in (cfg.get("baselines") or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ConfigError(f"baselines.{name}: no _target_ (settings without a baseline config; "
+                              f"choose one with baselines=[...])")
         methods[str(name)] = instantiate(node, f"baselines.{name}")
     sampler = cfg.get("sampler")
     if sampler is not None and sampler.get("name"):

@@ -28,6 +28,8 @@ def training_images(data: DictConfig) -> torch.Tensor:
 
         return torch.from_numpy(make_phantoms(str(data.kind), "train", int(data.count), int(data.size)))
     if source == "npy":
+        if not data.get("path"):
+            raise ConfigError("prior.data.path: set the training images (.npy) to train on")
         return load_npy_images(Path(str(data.path)))
     raise ConfigError(f"prior.data.source={source}: expected phantoms or npy")
 

@@ -7,6 +7,8 @@ Sources (``data`` config node) return an :class:`MRISlice` (the protocol of
   (``mni152_heldout_slab.npz``: template axial slices 110-145, never used to train MRI priors;
   ``data_scripts/make_mri_slab.py``), resampled to ``size`` x ``size`` over the template's
   233 mm, with a smooth random phase; its k-space is simulated with birdcage coil maps.
+* :func:`complex_image`: one image of a complex ``.npy`` stack (e.g. training slices, for
+  tuning), simulated with birdcage coil maps.
 * :func:`fastmri_slice`: one slice of a fastMRI multi-coil HDF5 file; the measurement is the
   file's own k-space under the configured mask (its own noise: the ``noise`` node is not
   applied) and the truth is the fully sampled RSS image.
@@ -31,10 +33,10 @@ import torch
 from torch import Tensor
 
 from operators import MultiCoilMRI, birdcage_maps, espirit_maps, fft2c, ifft2c, make_mask
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..io.fastmri import ISMRMRD_NS, center_crop, read_fastmri, rss
 
-__all__ = ["MRISlice", "build_mask", "centre_block", "espirit_batch", "fastmri_slice", "mni152_slice",
+__all__ = ["MRISlice", "build_mask", "centre_block", "complex_image", "espirit_batch", "fastmri_slice", "mni152_slice",
            "regrid", "sense_operator", "template_image"]
 
 SLAB_FILE = Path(__file__).with_name("mni152_heldout_slab.npz")
@@ -118,6 +120,23 @@ def mni152_slice(index: int = 0, size: int = 256, phase_seed: int = 0, coils: in
         name=f"mni152-heldout-z{int(template_index[index])}",
         maps=birdcage_maps(coils, (size, size), relative_radius),
     )
+
+
+def complex_image(path: str, index: int = 0, coils: int = 8, relative_radius: float = 1.5,
+                  pixel_size_cm: float = 0.1) -> MRISlice:
+    """Image ``index`` of a ``(N, 1, H, W)`` complex ``.npy`` stack (for instance the output of
+    ``data_scripts/make_mri_training_set.py``, used to tune samplers on training slices) as
+    the truth of a simulated scan with ``coils`` birdcage maps."""
+    from ..train_cmd import load_npy_images
+
+    images = load_npy_images(Path(path))
+    if not images.is_complex() or images.shape[1] != 1:
+        raise InputError(path, f"expected complex (N, 1, H, W) images, got {tuple(images.shape)} {images.dtype}")
+    if not 0 <= index < len(images):
+        raise ConfigError(f"data.index={index}: {path} holds images 0-{len(images) - 1}")
+    image = images[index : index + 1]
+    return MRISlice(image=image, pixel_size_cm=pixel_size_cm, name=f"{Path(path).stem}-{index}",
+                    maps=birdcage_maps(coils, tuple(image.shape[-2:]), relative_radius))
 
 
 def regrid(kspace: Tensor, shape: Sequence[int]) -> Tensor:

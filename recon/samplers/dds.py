@@ -82,6 +82,9 @@ class DDS:
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: LinearOperator, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
+        if not isinstance(physics, LinearOperator):
+            raise TypeError(f"DDS needs a LinearOperator (A and A^H in its CG step), got {type(physics).__name__}; "
+                            "DPS and RED-Diff accept a differentiable nonlinear forward model")
         prior, device = self.prior, y.device
         pairs = step_pairs(prior, self.steps)
         solve = self._data_consistency(y, physics, device)
