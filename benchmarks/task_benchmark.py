@@ -7,7 +7,7 @@
 Each case is built by the application's own config path (``task=T data.index=i`` plus the
 case's and the run's overrides), so the numbers are those of ``python -m recon run``.
 ``--split train`` tunes on training phantoms (``data.split=train``); the default is the
-held-out test split. Methods are labelled ``name-NFE`` (``dds-100``), followed by the run's
+task's own data (held-out test phantoms, or the held-out MRI slab). Methods are labelled ``name-NFE`` (``dds-100``), followed by the run's
 overrides when there are several runs. Seconds are per slice on this machine.
 Prints a Markdown table.
 """
@@ -50,18 +50,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True)
     parser.add_argument("--count", type=int, default=10, help="phantoms (data.index 0..count-1)")
-    parser.add_argument("--split", default="test", choices=["test", "train"])
+    parser.add_argument("--split", default=None, choices=["test", "train"],
+                        help="data.split (phantom data; default: the task's, the held-out test split)")
     parser.add_argument("--case", default="", help="overrides shared by every run (space separated)")
     parser.add_argument("--runs", nargs="+", default=[""], help="one override string per run")
     args = parser.parse_args()
-    print(f"task={args.task} {args.case} split={args.split}; {platform.machine()}, {torch.get_num_threads()} "
+    print(f"task={args.task} {args.case} split={args.split or 'default'}; {platform.machine()}, {torch.get_num_threads()} "
           f"threads, torch {torch.__version__}; {time.strftime('%Y-%m-%d')}\n")
     results: dict[str, list[dict[str, float]]] = {}
     for run in args.runs:
         labels: dict[str, list[dict[str, float]]] = {}
         for index in range(args.count):
-            overrides = [f"task={args.task}", f"data.index={index}", f"data.split={args.split}",
-                         *args.case.split(), *run.split()]
+            split = [f"data.split={args.split}"] if args.split else []
+            overrides = [f"task={args.task}", f"data.index={index}", *split, *args.case.split(), *run.split()]
             for name, metrics in run_case(overrides).items():
                 labels.setdefault(name if metrics["nfe"] == 0 else f"{name}-{metrics['nfe']}", []).append(metrics)
         for label, rows in labels.items():

@@ -54,3 +54,35 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
     with atomic_write(Path(path), "wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
+
+
+def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
+                      metrics: dict[str, dict[str, float]], aspect: float = 1.0, title: str = "") -> None:
+    """Write ``path`` (PNG) for ``(D, H, W)`` volumes: one column per volume (truth, then each
+    method), rows = the central axial, coronal and sagittal planes. ``aspect`` is the slice
+    thickness over the pixel size (stretches the coronal and sagittal views to scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    volumes = {"truth": truth, **results}
+    d, h, w = truth.shape
+    views = {"axial": lambda v: v[d // 2], "coronal": lambda v: v[:, h // 2, :], "sagittal": lambda v: v[:, :, w // 2]}
+    fig, axes = plt.subplots(3, len(volumes), figsize=(2.6 * len(volumes), 2.6 + 2 * 1.3 * max(d * aspect / h, 0.3)),
+                             squeeze=False, gridspec_kw={"height_ratios": [1.0, *[max(d * aspect / h, 0.3)] * 2]})
+    vmax = float(truth.max()) or 1.0
+    for col, (name, volume) in enumerate(volumes.items()):
+        m = metrics.get(name)
+        label = name if m is None else f"{name}\n{m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
+        for row, (plane, cut) in enumerate(views.items()):
+            ax = axes[row, col]
+            ax.imshow(cut(volume), cmap="gray", vmin=0, vmax=vmax, aspect=1.0 if plane == "axial" else aspect)
+            ax.set_title(label if row == 0 else plane, fontsize=9)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_write(Path(path), "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)

@@ -83,20 +83,26 @@ def build_prior(node: DictConfig, device: torch.device) -> Any:
 
 
 def build_methods(cfg: DictConfig, device: torch.device) -> dict[str, Method]:
-    """Baselines first, then the configured sampler (if any), keyed by their names."""
+    """Baselines first, then the configured ``sampler`` (if any) and every entry of the
+    ``samplers`` map (name -> sampler config; the 3D tasks), keyed by their names; samplers
+    get the configured prior."""
     methods: dict[str, Method] = {}
     for name, node in (cfg.get("baselines") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
             raise ConfigError(f"baselines.{name}: no _target_ (settings without a baseline config; "
                               f"choose one with baselines=[...])")
         methods[str(name)] = instantiate(node, f"baselines.{name}")
+    samplers: dict[str, tuple[DictConfig, str]] = {}
     sampler = cfg.get("sampler")
     if sampler is not None and sampler.get("name"):
-        if cfg.get("prior") is None:
-            raise ConfigError(f"sampler={sampler.name} needs a prior (prior=...)")
-        node = OmegaConf.masked_copy(sampler, [k for k in sampler if k != "name"])
-        methods[str(sampler.name)] = WithProgress(
-            instantiate(node, "sampler", prior=build_prior(cfg.prior, device)), str(sampler.name))
+        samplers[str(sampler.name)] = (OmegaConf.masked_copy(sampler, [k for k in sampler if k != "name"]), "sampler")
+    for name, node in (cfg.get("samplers") or {}).items():
+        samplers[str(name)] = (node, f"samplers.{name}")
+    if samplers and cfg.get("prior") is None:
+        raise ConfigError(f"sampler {next(iter(samplers))} needs a prior (prior=...)")
+    prior = build_prior(cfg.prior, device) if samplers else None
+    for name, (node, key) in samplers.items():
+        methods[name] = WithProgress(instantiate(node, key, prior=prior), name)
     return methods
 
 
@@ -213,7 +219,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Execute a single-image run as configured; returns the ``metrics.json`` content."""
     from .io.atomic import save_json, save_npy
     from .io.images import save_nifti
-    from .panel import save_panel
+    from .panel import save_panel, save_volume_panel
 
     device = resolve_device(str(cfg.device))
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
@@ -225,7 +231,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = prepare_run_dir(Path(cfg.hydra.run.dir))
     results = run_methods(methods, y, physics, truth, generator, samples=int(cfg.get("samples", 1)))
 
-    spacing_mm = (10 * truth_info.pixel_size_cm,) * 3
+    thickness_cm = getattr(truth_info, "slice_thickness_cm", None) or truth_info.pixel_size_cm
+    spacing_mm = (10 * truth_info.pixel_size_cm, 10 * truth_info.pixel_size_cm, 10 * thickness_cm)
     truth_np = truth.cpu().numpy()
     save_npy(run_dir / "ground_truth.npy", truth_np)
     save_npy(run_dir / "measurement.npy", y.cpu().numpy())
@@ -237,6 +244,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             save_npy(run_dir / f"std_{name}.npy", res.std.cpu().numpy())
             save_npy(run_dir / f"samples_{name}.npy", res.samples.cpu().numpy())
             save_nifti(run_dir / f"std_{name}.nii.gz", res.std[0, 0].cpu().numpy(), spacing=spacing_mm)
+    if truth.dim() == 5:
+        save_nifti(run_dir / "ground_truth.nii.gz", truth_np[0, 0], spacing=spacing_mm)
     report = {
         "task": str(cfg.task.name),
         "data": truth_info.name,
@@ -246,11 +255,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     save_json(run_dir / "metrics.json", report)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(job_config(cfg)))
-    save_panel(run_dir / "panel.png", magnitude(truth_np[0, 0]),
-               {n: magnitude(r.image[0, 0].cpu().numpy()) for n, r in results.items()},
-               report["methods"], title=f"{cfg.task.name}: {truth_info.name}",
-               measurement=measurement_display(y[0, 0].cpu().numpy()),
-               stds={n: r.std[0, 0].cpu().numpy() for n, r in results.items() if r.std is not None})
+    if truth.dim() == 5:
+        save_volume_panel(run_dir / "panel.png", truth_np[0, 0],
+                          {n: r.image[0, 0].cpu().numpy() for n, r in results.items()}, report["methods"],
+                          aspect=thickness_cm / truth_info.pixel_size_cm, title=f"{cfg.task.name}: {truth_info.name}")
+    else:
+        save_panel(run_dir / "panel.png", magnitude(truth_np[0, 0]),
+                   {n: magnitude(r.image[0, 0].cpu().numpy()) for n, r in results.items()},
+                   report["methods"], title=f"{cfg.task.name}: {truth_info.name}",
+                   measurement=measurement_display(y[0, 0].cpu().numpy()),
+                   stds={n: r.std[0, 0].cpu().numpy() for n, r in results.items() if r.std is not None})
     print(format_table(report["methods"]))
     print(f"run folder: {run_dir}")
     return report

@@ -22,19 +22,25 @@ from ..errors import ConfigError, InputError
 
 @dataclass
 class GroundTruth:
-    """A ground-truth image ``(1, 1, N, N)`` float32 in attenuation units (1/cm)."""
+    """A ground-truth image ``(1, 1, N, N)`` or volume ``(1, 1, D, N, N)`` float32 in attenuation
+    units (1/cm); ``slice_thickness_cm`` for volumes."""
 
     image: Tensor
     pixel_size_cm: float
     name: str
     units: str = "1/cm"
+    slice_thickness_cm: float | None = None
 
     def to(self, device: torch.device) -> "GroundTruth":
         return replace(self, image=self.image.to(device))
 
     def operator_inputs(self) -> dict[str, Any]:
-        """The CT operator factories' ``image_size`` (pixels) and ``pixel_size`` (cm)."""
-        return {"image_size": self.image.shape[-1], "pixel_size": self.pixel_size_cm}
+        """The CT operator factories' ``image_size`` (pixels) and ``pixel_size`` (cm), and the
+        ``depth`` (slices) of a volume."""
+        inputs: dict[str, Any] = {"image_size": self.image.shape[-1], "pixel_size": self.pixel_size_cm}
+        if self.image.dim() == 5:
+            inputs["depth"] = self.image.shape[2]
+        return inputs
 
     def measure(self, physics: torch.nn.Module, noise: Any, generator: torch.Generator) -> Tensor:
         """``noise(physics(image))``."""

@@ -70,6 +70,33 @@ def load_image(path: str | os.PathLike[str], *, slice_index: int | None = None,
     return (hu_to_mu(image) if is_hu else image).astype(np.float32)
 
 
+def load_volume(path: str | os.PathLike[str], units: str = "attenuation") -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Read a NIfTI volume as display-oriented axial slices, float32 ``(D, H, W)`` (inferior to
+    superior; rows anterior to posterior, columns from the patient's right to left), and its
+    spacing (column, row, slice) in mm: the inverse of :func:`save_nifti`. ``units="hu"``
+    converts Hounsfield units to attenuation (1/cm)."""
+    if units not in UNITS:
+        raise ValueError(f"unknown units {units!r}; valid units: {', '.join(UNITS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        raise InputError(path, "expected a NIfTI volume (.nii or .nii.gz)")
+    try:
+        image = nib.as_closest_canonical(nib.load(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise InputError(path, f"cannot read NIfTI file: {_reason(exc)}") from exc
+    data = data.reshape(data.shape[:3]) if data.ndim > 3 and all(n == 1 for n in data.shape[3:]) else data
+    if data.ndim != 3:
+        raise InputError(path, f"expected a 3D volume, got shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise InputError(path, "volume holds NaN or Inf")
+    sx, sy, sz = (float(v) for v in image.header.get_zooms()[:3])
+    display = np.ascontiguousarray(data[::-1, ::-1, :].transpose(2, 1, 0))
+    return (hu_to_mu(display) if units == "hu" else display).astype(np.float32), (sx, sy, sz)
+
+
 def save_nifti(path: str | os.PathLike[str], array: np.ndarray,
                spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
     """Write a display-oriented (H, W) image or (D, H, W) stack of axial slices as NIfTI, atomically.

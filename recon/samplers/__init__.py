@@ -8,5 +8,6 @@ network evaluations per reconstruction as ``nfe``, draws all randomness from the
 from .dds import DDS
 from .dps import DPS
 from .red_diff import REDDiff
+from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DDS", "DPS", "REDDiff"]
+__all__ = ["DDS", "DDS3D", "DPS", "REDDiff", "SliceCoupled"]
