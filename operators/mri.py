@@ -68,6 +68,12 @@ class MultiCoilMRI(LinearOperator):
     def _maps(self, like: Tensor) -> Tensor:
         return self.sens_maps.to(like.dtype)
 
+    @property
+    def support(self) -> Tensor:
+        """``(1 or B, 1, H, W)`` float32 0/1: where any coil sees the image. Outside it (ESPIRiT
+        maps cropped to the object) the data say nothing; samplers restrict images to it."""
+        return (self.sens_maps.abs().square().sum(dim=1, keepdim=True) > 0).float()
+
     def forward(self, x: Tensor) -> Tensor:
         x = _as_complex(x)
         return self.mask * fft2c(self._maps(x) * x)

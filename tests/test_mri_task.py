@@ -104,3 +104,41 @@ def test_small_espirit_centre_is_a_config_error(tmp_path, capsys):
     code = main(["run", *TASK, "data=fastmri", f"data.path={path}", f"hydra.run.dir={tmp_path / 'x'}"])
     err = capsys.readouterr().err
     assert code == 2 and "mask.center_fraction" in err
+
+
+def test_dds_with_the_bundled_mri_prior(tmp_path):
+    from priors import available_priors
+
+    info = available_priors()["mri-brain-256"]
+    assert info["complex"] and info["channels"] == 2
+    run_dir = tmp_path / "dds"
+    assert main(["run", "task=mri_multicoil", "device=cpu", "data.size=128", "prior=mri_brain", "sampler=dds_mri",
+                 "sampler.steps=10", "baselines=[zero_filled]", f"hydra.run.dir={run_dir}"]) == 0
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert report["methods"]["dds"]["nfe"] == 10
+    recon = np.load(run_dir / "recon_dds.npy")
+    assert np.iscomplexobj(recon) and recon.shape == (1, 1, 128, 128)
+    # 10 steps at 128 px (the prior saw 256 px): measured 26.4 dB against 22.9 dB zero-filled
+    assert report["methods"]["dds"]["psnr"] > report["methods"]["zero_filled"]["psnr"] + 2
+
+
+def test_training_set_script_writes_complex_slices_and_guards_the_held_out_slab(tmp_path):
+    pytest.importorskip("nilearn")
+    import sys
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("make_mri_training_set", SCRIPT.parent / "make_mri_training_set.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    out = tmp_path / "train.npy"
+    assert module.main(["--out", str(out), "--size", "32", "--copies", "2", "--slices-from", "60",
+                        "--slices-to", "63"]) == 0
+    images = np.load(out)
+    assert images.shape == (6, 1, 32, 32) and images.dtype == np.complex64 and np.abs(images).max() <= 1.01
+    with pytest.raises(SystemExit):
+        module.main(["--out", str(tmp_path / "bad.npy"), "--slices-to", "120"])  # reaches slices >= 110
+    with pytest.raises(SystemExit):
+        module.main(["--out", str(out)])  # never overwrites

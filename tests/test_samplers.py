@@ -141,3 +141,19 @@ def test_dds_clamp_projects_onto_the_prior_range():
     assert free.abs().max() > 0.5  # the unclamped Gaussian posterior leaves the box
     x = DDS(prior, steps=20, clamp=(-0.5, 0.5))(y, physics, generator=torch.Generator().manual_seed(0))
     assert x.min() >= -0.5 - 1e-6 and x.max() <= 0.5 + 1e-6
+
+
+def test_dds_restricts_the_image_to_the_coil_support():
+    """Where no coil sees the image (ESPIRiT maps cropped to the object) the data say nothing:
+    DDS must not leave the prior's anatomy there."""
+    from operators import MultiCoilMRI
+
+    norm = Normalization(scale=1.0, complex_channels=True)
+    prior = GaussianPrior(torch.ones(32), torch.eye(32, dtype=torch.float64), shape=(2, 4, 4), normalization=norm)
+    maps = torch.ones(2, 4, 4, dtype=torch.complex64) / math.sqrt(2)
+    maps[:, :, 0] = 0
+    physics = MultiCoilMRI(maps, torch.ones(4))
+    y = physics(torch.ones(1, 1, 4, 4, dtype=torch.complex64))
+    x = DDS(prior, steps=10)(y, physics, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x[..., 0], torch.zeros_like(x[..., 0]))
+    assert float(x[..., 1:].abs().min()) > 0.5

@@ -37,6 +37,12 @@ class DDS:
     two parameters are not interchangeable.
     The last step targets ``abar = 1`` and returns ``x`` itself.
 
+    Operators that declare a ``support`` (``(B or 1, 1, ...)`` 0/1, e.g.
+    :class:`operators.MultiCoilMRI` with ESPIRiT maps cropped to the object) get ``x``
+    restricted to it after each data step: outside it the data say nothing, and the prior
+    would paint anatomy there (measured: brain-like blobs in the background of a fastMRI-style
+    volume, 10.5 dB instead of 33 dB).
+
     ``clamp`` (optional ``(low, high)`` in model space) projects the Tweedie estimate and
     the data-consistent image onto the prior's range, as guided-diffusion clips its
     ``x0`` predictions; for a prior mapping attenuation ``[0, 0.5]`` 1/cm to ``[-1, 1]`` it
@@ -89,11 +95,14 @@ class DDS:
         pairs = step_pairs(prior, self.steps)
         solve = self._data_consistency(y, physics, device)
         z = initial_state(prior, physics.in_shape, y.shape[0], pairs[0][2], generator, device, x_init)
+        support = getattr(physics, "support", None)
         for i, (t, _, _, abar_prev) in enumerate(pairs):
             eps = prior.eps(z, t)
             x = solve(prior.decode(self._project(prior.x0_from_eps(z, t, eps))))
             if self.clamp is not None:
                 x = prior.decode(self._project(prior.encode(x)))
+            if support is not None:
+                x = x * support.to(x.real.dtype if x.is_complex() else x.dtype)
             if abar_prev < 1.0:
                 sigma = self.eta * math.sqrt(1 - abar_prev)
                 noise = gaussian(z.shape, generator, device)
