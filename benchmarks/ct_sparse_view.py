@@ -21,15 +21,7 @@ import torch
 
 from recon.config import load_config
 from recon.run import build_methods, resolve_device, run_methods, simulate
-
-
-def summarise(rows: list[dict[str, float]]) -> str:
-    def ms(key: str) -> str:
-        vals = [r[key] for r in rows]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return f"{statistics.mean(vals):.2f} ± {sd:.2f}" if key != "ssim" else f"{statistics.mean(vals):.4f} ± {sd:.4f}"
-
-    return f"{ms('psnr')} | {ms('ssim')} | {statistics.mean(r['seconds'] for r in rows):.2f} | {int(rows[0]['nfe'])}"
+from task_benchmark import summarise
 
 
 def main() -> None:

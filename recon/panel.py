@@ -20,10 +20,7 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
     ``[0, max(truth)]`` and all error and standard-deviation maps share one colour scale. ``measurement`` (2D, real
     or complex: shown in magnitude) fills the slot under the truth.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     stds = stds or {}
     cols, rows = 1 + len(results), 3 if stds else 2
@@ -48,12 +45,7 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
         axes[1, 0].set_title("measurement", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_write(Path(path), "wb") as handle:
-        fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path, title)
 
 
 def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
@@ -61,10 +53,7 @@ def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np
     """Write ``path`` (PNG) for ``(D, H, W)`` volumes: one column per volume (truth, then each
     method), rows = the central axial, coronal and sagittal planes. ``aspect`` is the slice
     thickness over the pixel size (stretches the coronal and sagittal views to scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     volumes = {"truth": truth, **results}
     d, h, w = truth.shape
@@ -80,9 +69,24 @@ def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np
             ax.imshow(cut(volume), cmap="gray", vmin=0, vmax=vmax, aspect=1.0 if plane == "axial" else aspect)
             ax.set_title(label if row == 0 else plane, fontsize=9)
             ax.axis("off")
+    _save_figure(fig, path, title)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (imported on first use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, path: str | Path, title: str) -> None:
+    """Title, lay out and write ``fig`` as a PNG atomically, then release it."""
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_write(Path(path), "wb") as handle:
         fig.savefig(handle, format="png", dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)

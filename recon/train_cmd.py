@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError
+from .io.images import load_npy_images
 from .run import resolve_device
 
 if TYPE_CHECKING:
@@ -32,23 +32,6 @@ def training_images(data: DictConfig) -> torch.Tensor:
             raise ConfigError("prior.data.path: set the training images (.npy) to train on")
         return load_npy_images(Path(str(data.path)))
     raise ConfigError(f"prior.data.source={source}: expected phantoms or npy")
-
-
-def load_npy_images(path: Path) -> torch.Tensor:
-    """``(N, C, H, W)`` float32 or complex64 images from a ``.npy`` file, checked."""
-    if not path.is_file():
-        raise InputError(path, "training data file not found")
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise InputError(path, f"cannot read .npy ({err})") from None
-    if array.ndim != 4:
-        raise InputError(path, f"expected (N, C, H, W) images, got shape {array.shape}")
-    dtype = np.complex64 if np.iscomplexobj(array) else np.float32
-    images = torch.from_numpy(np.array(array, dtype=dtype))  # a writable copy of the memory map
-    if not torch.isfinite(torch.view_as_real(images) if images.is_complex() else images).all():
-        raise InputError(path, "training data holds NaN or Inf")
-    return images
 
 
 def held_out_images(data: DictConfig, count: int) -> torch.Tensor:

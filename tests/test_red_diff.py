@@ -24,12 +24,7 @@ DRAWS = 400
 GOOD, GOOD_EACH, BAD = 0.15, 0.25, 0.5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(sampler, physics, y, seed: int = 1, batch: int = DRAWS) -> torch.Tensor:

@@ -22,13 +22,7 @@ DRAWS = 400
 GOOD, BAD = 0.2, 0.8  # pass below GOOD; a sampler ignoring the data must score above BAD
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: extra threads only add contention on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def problem(complex_data: bool = False, d: int = 16, m: int = 8, sigma: float = 0.1, seed: int = 0):

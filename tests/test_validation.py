@@ -30,12 +30,7 @@ def threshold(value: float) -> float:
     return 1.5 * value + 0.02
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=list(MEASURED), ids=lambda k: f"d{k[0]}-{k[1]}")

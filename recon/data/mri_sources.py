@@ -127,7 +127,7 @@ def complex_image(path: str, index: int = 0, coils: int = 8, relative_radius: fl
     """Image ``index`` of a ``(N, 1, H, W)`` complex ``.npy`` stack (for instance the output of
     ``data_scripts/make_mri_training_set.py``, used to tune samplers on training slices) as
     the truth of a simulated scan with ``coils`` birdcage maps."""
-    from ..train_cmd import load_npy_images
+    from ..io.images import load_npy_images
 
     images = load_npy_images(Path(path))
     if not images.is_complex() or images.shape[1] != 1:

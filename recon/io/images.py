@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from ..data.phantoms import MU_WATER
@@ -250,3 +251,21 @@ def _read_dicom(path: Path, slice_index: int | None) -> np.ndarray:
         outside |= (stored >= low) & (stored <= high)
     hu[outside] = HU_AIR
     return hu
+
+
+def load_npy_images(path: Path) -> torch.Tensor:
+    """``(N, C, H, W)`` float32 or complex64 images from a ``.npy`` file (training and
+    evaluation stacks), checked; any problem raises :class:`InputError`."""
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot read .npy ({err})") from None
+    if array.ndim != 4:
+        raise InputError(path, f"expected (N, C, H, W) images, got shape {array.shape}")
+    dtype = np.complex64 if np.iscomplexobj(array) else np.float32
+    images = torch.from_numpy(np.array(array, dtype=dtype))  # a writable copy of the memory map
+    if not torch.isfinite(torch.view_as_real(images) if images.is_complex() else images).all():
+        raise InputError(path, "images hold NaN or Inf")
+    return images

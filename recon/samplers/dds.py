@@ -102,7 +102,7 @@ class DDS:
             if self.clamp is not None:
                 x = prior.decode(self._project(prior.encode(x)))
             if support is not None:
-                x = x * support.to(x.real.dtype if x.is_complex() else x.dtype)
+                x = x * support
             if abar_prev < 1.0:
                 sigma = self.eta * math.sqrt(1 - abar_prev)
                 noise = gaussian(z.shape, generator, device)

@@ -23,7 +23,7 @@ from torch import Tensor
 from operators import LinearOperator, MatrixOperator
 from priors import GaussianMixture, GaussianMixturePrior, mixture_posterior
 
-__all__ = ["ValidationCase", "gmm_case", "score_draws", "sliced_wasserstein"]
+__all__ = ["ValidationCase", "draw", "gmm_case", "score_draws", "sliced_wasserstein"]
 
 
 def sliced_wasserstein(a: Tensor, b: Tensor, projections: int = 500, generator: torch.Generator | None = None) -> float:
