@@ -7,7 +7,9 @@
 Each case is built by the application's own config path (``task=T data.index=i`` plus the
 case's and the run's overrides), so the numbers are those of ``python -m recon run``.
 ``--split train`` tunes on training phantoms (``data.split=train``); the default is the
-task's own data (held-out test phantoms, or the held-out MRI slab). Methods are labelled ``name-NFE`` (``dds-100``), followed by the run's
+task's own data (held-out test phantoms, or the held-out MRI slab). ``--vary-seed`` draws a
+new measurement noise per phantom (``seed=i``); structured-noise tasks add the noise error
+``||n_hat - n|| / ||n||`` column. Methods are labelled ``name-NFE`` (``dds-100``), followed by the run's
 overrides when there are several runs. Seconds are per slice on this machine.
 Prints a Markdown table.
 """
@@ -22,17 +24,20 @@ import time
 import torch
 
 from recon.config import load_config
-from recon.run import build_methods, resolve_device, run_methods, simulate
+from recon.run import build_methods, noise_estimates, resolve_device, run_methods, simulate
 
 
 def summarise(rows: list[dict[str, float]]) -> str:
-    """``PSNR ± sd | SSIM ± sd | seconds | NFE`` over ``rows`` of method metrics."""
+    """``PSNR ± sd | SSIM ± sd | seconds | NFE`` over ``rows`` of method metrics, and
+    ``| noise error ± sd`` for structured-noise tasks."""
     def ms(key: str, digits: int) -> str:
         vals = [r[key] for r in rows]
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
 
-    return f"{ms('psnr', 2)} | {ms('ssim', 4)} | {statistics.mean(r['seconds'] for r in rows):.2f} | {int(rows[0]['nfe'])}"
+    noise = f" | {ms('noise_error', 3)}" if "noise_error" in rows[0] else ""
+    return (f"{ms('psnr', 2)} | {ms('ssim', 4)} | {statistics.mean(r['seconds'] for r in rows):.2f} | "
+            f"{int(rows[0]['nfe'])}{noise}")
 
 
 def run_case(overrides: list[str]) -> dict[str, dict[str, float]]:
@@ -43,6 +48,7 @@ def run_case(overrides: list[str]) -> dict[str, dict[str, float]]:
     case = simulate(cfg, device, gen)
     results = run_methods(build_methods(cfg, device), case.y, case.physics, case.truth, gen,
                           samples=int(cfg.get("samples", 1)))
+    noise_estimates(case, results)  # adds noise_error under structured noise
     return {name: res.metrics for name, res in results.items()}
 
 
@@ -54,6 +60,8 @@ def main() -> None:
                         help="data.split (phantom data; default: the task's, the held-out test split)")
     parser.add_argument("--case", default="", help="overrides shared by every run (space separated)")
     parser.add_argument("--runs", nargs="+", default=[""], help="one override string per run")
+    parser.add_argument("--vary-seed", action="store_true",
+                        help="seed=i for phantom i (a new noise draw per case; default: the config's seed for all)")
     args = parser.parse_args()
     print(f"task={args.task} {args.case} split={args.split or 'default'}; {platform.machine()}, {torch.get_num_threads()} "
           f"threads, torch {torch.__version__}; {time.strftime('%Y-%m-%d')}\n")
@@ -62,13 +70,15 @@ def main() -> None:
         labels: dict[str, list[dict[str, float]]] = {}
         for index in range(args.count):
             split = [f"data.split={args.split}"] if args.split else []
-            overrides = [f"task={args.task}", f"data.index={index}", *split, *args.case.split(), *run.split()]
+            seed = [f"seed={index}"] if args.vary_seed else []
+            overrides = [f"task={args.task}", f"data.index={index}", *split, *seed, *args.case.split(), *run.split()]
             for name, metrics in run_case(overrides).items():
                 labels.setdefault(name if metrics["nfe"] == 0 else f"{name}-{metrics['nfe']}", []).append(metrics)
         for label, rows in labels.items():
             results[f"{label} [{run}]" if run and len(args.runs) > 1 else label] = rows
-    print("| method | PSNR [dB] | SSIM | seconds/slice | NFE |")
-    print("| --- | --- | --- | --- | --- |")
+    noise = any("noise_error" in rows[0] for rows in results.values())
+    print("| method | PSNR [dB] | SSIM | seconds/slice | NFE |" + (" noise error |" if noise else ""))
+    print("| --- | --- | --- | --- | --- |" + (" --- |" if noise else ""))
     for name, rows in results.items():
         print(f"| {name} ({len(rows)}) | {summarise(rows)} |", flush=True)
 

@@ -7,6 +7,7 @@ from .base import (
     LinearOperator,
     ScaledOperator,
     SumOperator,
+    identity,
     inner,
 )
 from .blur import GaussianBlur
@@ -34,19 +35,21 @@ from .masks import (
     random_mask,
 )
 from .mri import MultiCoilMRI, fft2c, ifft2c
-from .noise import GaussianNoise, TransmissionNoise
+from .noise import DetectorStripes, GaussianNoise, Interference, StructuredNoise, TransmissionNoise
 from .resampling import Downsampling, SeparableOperator, downsampling
 
 __all__ = [
     "AdjointOperator",
     "CTGeometry",
     "ComposedOperator",
+    "DetectorStripes",
     "Downsampling",
     "FanBeamCT",
     "GaussianBlur",
     "GaussianNoise",
     "Identity",
     "Inpainting",
+    "Interference",
     "LinearOperator",
     "MASK_KINDS",
     "MatrixOperator",
@@ -55,6 +58,7 @@ __all__ = [
     "SampledMask",
     "ScaledOperator",
     "SeparableOperator",
+    "StructuredNoise",
     "SumOperator",
     "TransmissionNoise",
     "birdcage_maps",
@@ -64,6 +68,7 @@ __all__ = [
     "equispaced_mask",
     "espirit_maps",
     "fan_beam_ct",
+    "identity",
     "fft2c",
     "gaussian1d",
     "gaussian2d",

@@ -204,3 +204,9 @@ class Identity(LinearOperator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         return y
+
+
+def identity(image_size: int, pixel_size: float | None = None) -> Identity:
+    """``Identity((1, image_size, image_size))``, denoising, as a config factory (the data
+    source supplies ``image_size``; ``pixel_size`` is accepted and unused, as for inpainting)."""
+    return Identity((1, int(image_size), int(image_size)))

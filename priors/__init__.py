@@ -5,6 +5,7 @@ from priors.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from priors.prior import DiffusionPrior, Normalization
 from priors.registry import available_priors, load_prior
 from priors.schedule import VPSchedule
+from priors.stationary import StationaryGaussianPrior
 from priors.unet import UNetModel, from_guided_diffusion
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "GaussianMixturePrior",
     "GaussianPrior",
     "Normalization",
+    "StationaryGaussianPrior",
     "UNetModel",
     "VPSchedule",
     "available_priors",

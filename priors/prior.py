@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from .schedule import VPSchedule
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -61,6 +63,20 @@ class DiffusionPrior(nn.Module):
         self.normalization = normalization
         self.channels = int(channels)
         self.card = dict(card or {})
+        self.precision = "fp32"
+
+    @property
+    def precision(self) -> str:
+        """Network arithmetic: ``fp32`` (default), or ``bf16`` / ``fp16`` autocast (mixed
+        precision: convolutions and matmuls in 16 bits, ``eps`` returned in the input's dtype;
+        the samplers' own arithmetic stays in fp32)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision={value!r}: expected one of {', '.join(PRECISIONS)}")
+        self._precision = value
 
     # --- units ---------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -93,7 +109,9 @@ class DiffusionPrior(nn.Module):
 
     def eps(self, z_t: Tensor, t: Tensor | int) -> Tensor:
         """Predicted noise ``eps(z_t, t)``, ``(B, C, H, W)``; ``t`` scalar or ``(B,)``."""
-        out = self.network(z_t, self._timesteps(t, z_t.shape[0], z_t.device))
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(z_t.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.network(z_t, self._timesteps(t, z_t.shape[0], z_t.device))
         return out[:, : self.channels].to(z_t.dtype)
 
     def x0(self, z_t: Tensor, t: Tensor | int) -> Tensor:

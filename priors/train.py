@@ -47,14 +47,17 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def sample_batch(images: Tensor, settings: TrainSettings, generator: torch.Generator) -> Tensor:
-    """Random crops (and horizontal flips) ``(batch, C, crop, crop)`` of ``images`` (N, C, H, W)."""
+def sample_batch(images: Tensor, settings: TrainSettings, generator: torch.Generator,
+                 count: int | None = None) -> Tensor:
+    """Random crops (and horizontal flips) ``(count, C, crop, crop)`` of ``images`` (N, C, H, W);
+    ``count`` defaults to ``settings.batch_size``."""
     n, _, h, w = images.shape
     c = min(settings.crop, h, w)
-    idx = torch.randint(n, (settings.batch_size,), generator=generator)
-    top = torch.randint(h - c + 1, (settings.batch_size,), generator=generator)
-    left = torch.randint(w - c + 1, (settings.batch_size,), generator=generator)
-    flips = torch.rand(settings.batch_size, generator=generator) < 0.5
+    count = settings.batch_size if count is None else count
+    idx = torch.randint(n, (count,), generator=generator)
+    top = torch.randint(h - c + 1, (count,), generator=generator)
+    left = torch.randint(w - c + 1, (count,), generator=generator)
+    flips = torch.rand(count, generator=generator) < 0.5
     crops = []
     for i, y0, x0, flip in zip(idx.tolist(), top.tolist(), left.tolist(), flips.tolist()):
         crop = images[i, :, y0 : y0 + c, x0 : x0 + c]
@@ -62,11 +65,20 @@ def sample_batch(images: Tensor, settings: TrainSettings, generator: torch.Gener
     return torch.stack(crops)
 
 
-def dsm_loss(network: torch.nn.Module, schedule: VPSchedule, z0: Tensor, generator: torch.Generator) -> Tensor:
-    """The epsilon-prediction loss on a batch ``z0`` in model space."""
-    t = torch.randint(schedule.num_train_steps, (z0.shape[0],), generator=generator)
-    eps = torch.randn(z0.shape, generator=generator)
-    t, eps = t.to(z0.device), eps.to(z0.device)
+def global_batch(images: Tensor, schedule: VPSchedule, settings: TrainSettings, generator: torch.Generator,
+                 world_size: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    """One step's ``(z0, t, eps)`` for all ``world_size`` processes together: ``batch_size *
+    world_size`` crops, training steps and noises, drawn in that order from ``generator``.
+    Process ``r`` trains on rows ``[r * batch_size, (r + 1) * batch_size)``, so ``W`` processes
+    of batch ``B`` see exactly the batch one process of ``W * B`` would."""
+    total = settings.batch_size * world_size
+    z0 = sample_batch(images, settings, generator, total)
+    t = torch.randint(schedule.num_train_steps, (total,), generator=generator)
+    return z0, t, torch.randn(z0.shape, generator=generator)
+
+
+def dsm_loss(network: torch.nn.Module, schedule: VPSchedule, z0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+    """The epsilon-prediction loss on a batch ``z0`` in model space at training steps ``t`` (B,)."""
     abar = schedule.alpha_bar(t).reshape(-1, 1, 1, 1)
     z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
     pred = network(z_t, t.float())[:, : z0.shape[1]]
@@ -78,15 +90,34 @@ class Trainer:
 
     ``card`` is the model card (network, schedule, normalization, data) that is written
     beside the final weights, completed with training facts and measured quality.
+
+    Data parallel: inside an initialised ``torch.distributed`` process group (``torchrun``)
+    each process trains on its share of :func:`global_batch` (``batch_size`` is per process)
+    through ``DistributedDataParallel``, which averages the gradients; every process keeps
+    the same weights and EMA, and only rank 0 writes checkpoints. ``W`` processes of batch
+    ``B`` follow the trajectory of one process of batch ``W * B`` (tested).
     """
 
     def __init__(self, card: Mapping[str, Any], images: Tensor, out: str | Path,
                  settings: TrainSettings, device: torch.device = torch.device("cpu")):
+        import torch.distributed as dist
+
         self.card = dict(card)
         self.settings = settings
         self.device = device
         self.out = Path(out)
-        self.network = from_guided_diffusion(dict(card["network"])).to(device)
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if distributed else 0
+        self.world_size = dist.get_world_size() if distributed else 1
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)  # the initial weights follow the seed too
+            self.network = from_guided_diffusion(dict(card["network"])).to(device)
+        self.model: torch.nn.Module = self.network
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.network, device_ids=[device] if device.type == "cuda" else None)
+            settings.extra["processes"] = self.world_size
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
         sched = card.get("schedule", {}) or {}
         self.schedule = VPSchedule.from_name(str(sched.get("name", "linear")), int(sched.get("steps", 1000)))
@@ -147,9 +178,10 @@ class Trainer:
         self.network.train()
         while self.step < until:
             start = time.perf_counter()
-            gen = _step_generator(s.seed, self.step)
-            z0 = sample_batch(self.images, s, gen).to(self.device)
-            loss = dsm_loss(self.network, self.schedule, z0, gen)
+            rows = slice(self.rank * s.batch_size, (self.rank + 1) * s.batch_size)
+            batch = global_batch(self.images, self.schedule, s, _step_generator(s.seed, self.step), self.world_size)
+            z0, t, eps = (v[rows].to(self.device) for v in batch)
+            loss = dsm_loss(self.model, self.schedule, z0, t, eps)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"training loss is {loss.item()} at step {self.step}")
             for group in self.optimizer.param_groups:
@@ -163,7 +195,7 @@ class Trainer:
             self.seconds += time.perf_counter() - start
             if progress is not None:
                 progress(self.step, loss.item())
-            if self.step % s.checkpoint_every == 0 or self.step == until:
+            if (self.step % s.checkpoint_every == 0 or self.step == until) and self.rank == 0:
                 self.save_state()
 
     def ema_prior(self) -> DiffusionPrior:

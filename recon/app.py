@@ -3,7 +3,8 @@
 Commands:
     run     simulate a measurement of one image and reconstruct it with every method
     batch   reconstruct every fastMRI file in a folder (data.root=DIR output=DIR), resumable
-    train   train a diffusion prior (denoising score matching, EMA, resumable)
+    train   train a diffusion prior (denoising score matching, EMA, resumable; torchrun for DDP)
+    bench   every task x method on held-out cases, appended to benchmarks/RESULTS.md
 
 Overrides use Hydra's syntax (``operator.views=8``, ``data=file data.path=FILE``,
 ``hydra.run.dir=DIR``); ``python -m recon run --help`` lists the config groups. User errors
@@ -44,7 +45,17 @@ def _train(overrides: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": _run, "batch": _batch, "train": _train}
+def _bench(overrides: Sequence[str]) -> int:
+    from .bench import BENCH_KEYS, bench
+    from .config import load_config
+
+    own = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in BENCH_KEYS]
+    bench(load_config(own, config_name="bench"), [o for o in overrides if o not in own], " ".join(overrides))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": _run, "batch": _batch, "train": _train,
+                                                       "bench": _bench}
 
 
 def _group_help() -> str:

@@ -22,6 +22,10 @@ Reliability: every file is written atomically and a volume's record after its HD
 skips (volume, method) pairs that have both; a bad input file (unreadable, truncated, no or
 malformed ``kspace``, NaN/Inf) is reported with its name and reason and the batch goes on; the
 input folder is only read. Exit status 0, or 1 if any file failed (2 for configuration errors).
+
+``executor=ray`` spreads the files over a Ray cluster (:mod:`recon.distributed`), one task per
+file, with the same outputs, resume and failure handling; ``executor=local`` (the default) runs
+them one after another in this process.
 """
 
 from __future__ import annotations
@@ -65,23 +69,38 @@ def batch(cfg: DictConfig) -> int:
     methods = build_methods(cfg, device)
     if not methods:
         raise ConfigError("nothing to run: no baselines and no sampler configured")
-    failures: dict[str, str] = {}
-    for path in tqdm(files, desc="files", unit="file"):
-        todo = {name: m for name, m in methods.items() if not _complete(output, name, path.name)}
-        if not todo:
-            continue
-        try:
-            reconstruct_volume(path, todo, cfg, output, device)
-        except (ReconError, ValueError) as err:
-            reason = err.problem if isinstance(err, InputError) else str(err)
-            failures[path.name] = reason
-            tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
+    jobs = [(path, [name for name in methods if not _complete(output, name, path.name)]) for path in files]
+    jobs = [(path, names) for path, names in jobs if names]
+    executor = str(cfg.get("executor", "local"))
+    if executor == "local":
+        failures = {}
+        for path, names in tqdm(jobs, desc="files", unit="file"):
+            reason = process_file(path, {name: methods[name] for name in names}, cfg, output, device)
+            if reason is not None:
+                failures[path.name] = reason
+                tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
+    elif executor == "ray":
+        from .distributed import run_on_ray
+
+        failures = run_on_ray(jobs, cfg, output)
+    else:
+        raise ConfigError(f"executor={executor}: expected local or ray")
     summary = summarise(output, [p.name for p in files], list(methods), failures)
     save_json(output / "summary.json", summary)
     with atomic_write(output / "summary.csv", "w") as handle:
         handle.write(summary_csv(summary["methods"]))
     print(format_summary(summary))
     return 1 if failures else 0
+
+
+def process_file(path: Path, methods: dict[str, Method], cfg: DictConfig, output: Path,
+                 device: torch.device) -> str | None:
+    """:func:`reconstruct_volume`, with a bad input reported as its reason (``None``: done)."""
+    try:
+        reconstruct_volume(path, methods, cfg, output, device)
+    except (ReconError, ValueError) as err:
+        return err.problem if isinstance(err, InputError) else str(err)
+    return None
 
 
 def _folders(cfg: DictConfig) -> tuple[Path, Path]:

@@ -12,18 +12,21 @@ from .io.atomic import atomic_write
 
 def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
                metrics: dict[str, dict[str, float]], title: str = "",
-               measurement: np.ndarray | None = None, stds: dict[str, np.ndarray] | None = None) -> None:
+               measurement: np.ndarray | None = None, stds: dict[str, np.ndarray] | None = None,
+               noise_truth: np.ndarray | None = None, noises: dict[str, np.ndarray] | None = None) -> None:
     """Write ``path`` (PNG): row 1 truth | methods, row 2 measurement | ``|method - truth|``,
-    row 3 (when ``stds`` is not empty) each sampled method's per-pixel standard deviation.
+    then (when ``stds`` is not empty) each sampled method's per-pixel standard deviation, then
+    (when ``noise_truth`` is given) the true structured noise | each method's estimate of it.
 
     ``truth`` and each result are 2D arrays in the same units; the display window is
     ``[0, max(truth)]`` and all error and standard-deviation maps share one colour scale. ``measurement`` (2D, real
-    or complex: shown in magnitude) fills the slot under the truth.
+    or complex: shown in magnitude) fills the slot under the truth. Noise maps (2D, the
+    measurement's shape) share a symmetric colour scale set by the true noise.
     """
     plt = _pyplot()
 
-    stds = stds or {}
-    cols, rows = 1 + len(results), 3 if stds else 2
+    stds, noises = stds or {}, noises or {}
+    cols, rows = 1 + len(results), 2 + bool(stds) + (noise_truth is not None)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
     vmax = float(truth.max()) or 1.0
     errors = {name: np.abs(img - truth) for name, img in results.items()}
@@ -43,6 +46,14 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
     if measurement is not None:
         axes[1, 0].imshow(np.abs(measurement), cmap="gray", aspect="auto")
         axes[1, 0].set_title("measurement", fontsize=9)
+    if noise_truth is not None:
+        row, nmax = rows - 1, float(np.abs(noise_truth).max()) or 1.0
+        axes[row, 0].imshow(noise_truth, cmap="RdBu_r", vmin=-nmax, vmax=nmax, aspect="auto")
+        axes[row, 0].set_title("structured noise", fontsize=9)
+        for col, name in enumerate(results, start=1):
+            if name in noises:
+                axes[row, col].imshow(noises[name], cmap="RdBu_r", vmin=-nmax, vmax=nmax, aspect="auto")
+                axes[row, col].set_title(f"{name}: noise estimate", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     _save_figure(fig, path, title)

@@ -30,13 +30,15 @@ class MethodResult:
 
     With posterior sampling (``samples=K > 1``, diffusion samplers only) ``image`` is the
     mean of the ``K`` draws ``samples`` ``(K, 1, H, W)`` and ``std`` ``(1, 1, H, W)``, real,
-    their per-pixel standard deviation.
+    their per-pixel standard deviation. ``noise`` (``(1, *y.shape[1:])``) is the structured
+    noise a joint sampler separated from the signal (the mean over draws).
     """
 
     image: torch.Tensor
     metrics: dict[str, float]
     std: torch.Tensor | None = None
     samples: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,10 +67,11 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{key}: {detail}") from None
 
 
-def build_prior(node: DictConfig, device: torch.device) -> Any:
+def build_prior(node: DictConfig, device: torch.device, precision: str = "fp32") -> Any:
     """The configured prior: ``prior.checkpoint`` (a path) or the bundled ``prior.name``;
     ``prior.scale`` (optional) replaces the card's normalisation scale (physical units per
-    model unit), for data in other units than the prior was trained on."""
+    model unit), for data in other units than the prior was trained on; ``precision``
+    (fp32 | bf16 | fp16) sets the network's arithmetic (autocast)."""
     from priors import CheckpointError, load_prior
 
     try:
@@ -79,6 +82,10 @@ def build_prior(node: DictConfig, device: torch.device) -> Any:
         if float(node.scale) <= 0:
             raise ConfigError(f"prior.scale={node.scale}: must be > 0")
         prior.normalization = replace(prior.normalization, scale=float(node.scale))
+    try:
+        prior.precision = str(precision)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return prior.to(device)
 
 
@@ -100,7 +107,7 @@ def build_methods(cfg: DictConfig, device: torch.device) -> dict[str, Method]:
         samplers[str(name)] = (node, f"samplers.{name}")
     if samplers and cfg.get("prior") is None:
         raise ConfigError(f"sampler {next(iter(samplers))} needs a prior (prior=...)")
-    prior = build_prior(cfg.prior, device) if samplers else None
+    prior = build_prior(cfg.prior, device, str(cfg.get("precision", "fp32"))) if samplers else None
     for name, (node, key) in samplers.items():
         methods[name] = WithProgress(instantiate(node, key, prior=prior), name)
     return methods
@@ -113,8 +120,13 @@ class WithProgress:
         self.sampler = sampler
         self.name = name
         self.nfe = int(getattr(sampler, "nfe", 0))
+        if hasattr(sampler, "separate"):  # joint samplers: (x, n)
+            self.separate = lambda y, physics, **kwargs: self._with_bar(sampler.separate, y, physics, **kwargs)
 
     def __call__(self, y: torch.Tensor, physics: torch.nn.Module, **kwargs: Any) -> torch.Tensor:
+        return self._with_bar(self.sampler, y, physics, **kwargs)
+
+    def _with_bar(self, fn: Callable[..., Any], y: torch.Tensor, physics: torch.nn.Module, **kwargs: Any) -> Any:
         from tqdm import tqdm
 
         with tqdm(desc=self.name, unit="step", leave=False) as bar:
@@ -122,7 +134,7 @@ class WithProgress:
                 bar.total = total
                 bar.update(1)
 
-            return self.sampler(y, physics, callback=callback, **kwargs)
+            return fn(y, physics, callback=callback, **kwargs)
 
 
 def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.Module,
@@ -131,6 +143,7 @@ def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.M
 
     Diffusion samplers (``nfe > 0``) draw ``samples`` posterior samples in one batch when
     ``samples > 1``; they are scored on the samples' mean (see :class:`MethodResult`).
+    Methods with a ``separate`` (joint signal-and-noise samplers) also return their noise.
     """
     if samples < 1:
         raise ConfigError(f"samples={samples}: expected a positive number of posterior samples")
@@ -140,15 +153,22 @@ def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.M
         draws = samples if nfe > 0 else 1
         _synchronize(y.device)
         start = time.perf_counter()
-        x = method(y.expand(draws, *y.shape[1:]).contiguous(), physics, generator=generator).detach()
+        batch = y.expand(draws, *y.shape[1:]).contiguous()
+        separate = getattr(method, "separate", None)
+        if separate is not None:
+            x, noise = separate(batch, physics, generator=generator)
+        else:
+            x, noise = method(batch, physics, generator=generator), None
+        x = x.detach()
+        noise = None if noise is None else noise.detach().mean(dim=0, keepdim=True)
         _synchronize(y.device)
         seconds = time.perf_counter() - start
         if draws > 1:
             mean, std = sample_statistics(x)
-            result = MethodResult(mean, evaluate(mean, truth), std, x)
+            result = MethodResult(mean, evaluate(mean, truth), std, x, noise)
             result.metrics["mean_std"] = float(std.mean())
         else:
-            result = MethodResult(x, evaluate(x, truth))
+            result = MethodResult(x, evaluate(x, truth), noise=noise)
         result.metrics.update(seconds=seconds, nfe=nfe)
         results[name] = result
     return results
@@ -183,6 +203,7 @@ class SimulatedCase:
     truth: torch.Tensor
     physics: torch.nn.Module
     y: torch.Tensor
+    structured_noise: torch.Tensor | None = None
 
 
 def simulate(cfg: DictConfig, device: torch.device, generator: torch.Generator) -> SimulatedCase:
@@ -190,14 +211,34 @@ def simulate(cfg: DictConfig, device: torch.device, generator: torch.Generator) 
 
     The data source supplies the operator factory's data-dependent arguments
     (``operator_inputs()``) and draws the measurement (``measure``); see
-    :mod:`recon.data.sources`.
+    :mod:`recon.data.sources`. For structured noise (:class:`operators.StructuredNoise`) the
+    drawn pattern is replayed from the generator's state and kept as ``structured_noise``.
     """
     truth_info = instantiate(cfg.data, "data").to(device)
     physics = instantiate(cfg.operator, "operator", **truth_info.operator_inputs()).to(device)
     noise = instantiate(cfg.noise, "noise")
+    state = generator.get_state()
     with torch.no_grad():
         y = truth_info.measure(physics, noise, generator)
-    return SimulatedCase(truth_info, truth_info.image, physics, y)
+    structured = noise.pattern_of(y, state) if hasattr(noise, "pattern_of") else None
+    return SimulatedCase(truth_info, truth_info.image, physics, y, structured)
+
+
+def noise_estimates(case: SimulatedCase, results: dict[str, MethodResult]) -> dict[str, torch.Tensor]:
+    """With structured noise: each method's estimate of it, ``(1, *y.shape[1:])``, scored into its
+    metrics as ``noise_error = ||n_hat - n|| / ||n||``. A joint sampler's is the noise it
+    separated; any other method's is its residual ``y - A x_hat`` (all it attributes to noise,
+    white part included). Empty without structured noise."""
+    if case.structured_noise is None:
+        return {}
+    estimates = {}
+    truth = case.structured_noise
+    for name, res in results.items():
+        with torch.no_grad():
+            estimate = res.noise if res.noise is not None else case.y - case.physics(res.image)
+        res.metrics["noise_error"] = float(torch.linalg.vector_norm(estimate - truth) / torch.linalg.vector_norm(truth))
+        estimates[name] = estimate
+    return estimates
 
 
 def magnitude(image: np.ndarray) -> np.ndarray:
@@ -230,6 +271,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("nothing to run: no baselines and no sampler configured")
     run_dir = prepare_run_dir(Path(cfg.hydra.run.dir))
     results = run_methods(methods, y, physics, truth, generator, samples=int(cfg.get("samples", 1)))
+    noises = noise_estimates(case, results)
 
     thickness_cm = getattr(truth_info, "slice_thickness_cm", None) or truth_info.pixel_size_cm
     spacing_mm = (10 * truth_info.pixel_size_cm, 10 * truth_info.pixel_size_cm, 10 * thickness_cm)
@@ -246,6 +288,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             save_nifti(run_dir / f"std_{name}.nii.gz", res.std[0, 0].cpu().numpy(), spacing=spacing_mm)
     if truth.dim() == 5:
         save_nifti(run_dir / "ground_truth.nii.gz", truth_np[0, 0], spacing=spacing_mm)
+    if case.structured_noise is not None:
+        save_npy(run_dir / "noise_truth.npy", case.structured_noise.cpu().numpy())
+        for name, estimate in noises.items():
+            save_npy(run_dir / f"noise_{name}.npy", estimate.cpu().numpy())
     report = {
         "task": str(cfg.task.name),
         "data": truth_info.name,
@@ -264,7 +310,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                    {n: magnitude(r.image[0, 0].cpu().numpy()) for n, r in results.items()},
                    report["methods"], title=f"{cfg.task.name}: {truth_info.name}",
                    measurement=measurement_display(y[0, 0].cpu().numpy()),
-                   stds={n: r.std[0, 0].cpu().numpy() for n, r in results.items() if r.std is not None})
+                   stds={n: r.std[0, 0].cpu().numpy() for n, r in results.items() if r.std is not None},
+                   noise_truth=None if case.structured_noise is None else case.structured_noise[0, 0].cpu().numpy(),
+                   noises={n: e[0, 0].cpu().numpy() for n, e in noises.items()})
     print(format_table(report["methods"]))
     print(f"run folder: {run_dir}")
     return report

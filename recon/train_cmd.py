@@ -62,13 +62,44 @@ def warm_start(trainer: "Trainer", checkpoint: str) -> None:
     print(f"warm start from {checkpoint}")
 
 
+def process_group(device: torch.device) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``: under ``torchrun`` (``WORLD_SIZE`` > 1) join the process
+    group (gloo on CPU, NCCL on CUDA, each process on GPU ``LOCAL_RANK``); else ``(0, 1, device)``."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
 def train(cfg: DictConfig) -> Path:
-    """Train as configured; returns the exported checkpoint path."""
+    """Train as configured; returns the exported checkpoint path. Under ``torchrun
+    --nproc_per_node N`` it trains data-parallel (``train.batch_size`` per process); rank 0
+    alone shows progress, checkpoints and exports."""
+    rank, world, device = process_group(resolve_device(str(cfg.device)))
+    try:
+        return _train(cfg, device, rank)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _train(cfg: DictConfig, device: torch.device, rank: int) -> Path:
     from tqdm import tqdm
 
     from priors.train import Trainer, TrainSettings, denoising_quality
 
-    device = resolve_device(str(cfg.device))
     prior_cfg = OmegaConf.to_container(cfg.prior, resolve=True)
     card = {k: prior_cfg[k] for k in ("name", "network", "schedule", "normalization")}
     card["data"] = {**prior_cfg["data"], "split": "train"}
@@ -78,7 +109,8 @@ def train(cfg: DictConfig) -> Path:
         print(f"resuming {cfg.out} at step {trainer.step}")
     elif cfg.get("init"):
         warm_start(trainer, str(cfg.init))
-    bar = tqdm(total=settings.steps, initial=trainer.step, desc=f"train {card['name']}", unit="step")
+    bar = tqdm(total=settings.steps, initial=trainer.step, desc=f"train {card['name']}", unit="step",
+               disable=rank != 0)
 
     def progress(step: int, loss: float) -> None:
         bar.update(1)
@@ -86,8 +118,10 @@ def train(cfg: DictConfig) -> Path:
 
     trainer.train(progress=progress)
     bar.close()
-    quality = denoising_quality(trainer.ema_prior(), held_out_images(cfg.prior.data, int(cfg.eval_images)))
     export = Path(str(cfg.export))
+    if rank != 0:
+        return export
+    quality = denoising_quality(trainer.ema_prior(), held_out_images(cfg.prior.data, int(cfg.eval_images)))
     trainer.export(export, quality)
     print(f"exported {export} (+ {export.with_suffix('.yaml').name}); quality: {quality['psnr_db']}")
     return export

@@ -151,3 +151,17 @@ def test_dds_restricts_the_image_to_the_coil_support():
     x = DDS(prior, steps=10)(y, physics, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x[..., 0], torch.zeros_like(x[..., 0]))
     assert float(x[..., 1:].abs().min()) > 0.5
+
+
+def test_mixed_precision_autocast_is_close_to_fp32_and_validated():
+    from priors import load_prior
+
+    prior = load_prior("ct-phantom-128")
+    z = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    reference = prior.eps(z, 300)
+    prior.precision = "bf16"
+    mixed = prior.eps(z, 300)
+    assert mixed.dtype == torch.float32 and not torch.equal(mixed, reference)
+    assert float((mixed - reference).norm() / reference.norm()) < 0.05
+    with pytest.raises(ValueError, match="precision='fp64'"):
+        prior.precision = "fp64"

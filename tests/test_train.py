@@ -71,3 +71,27 @@ def test_train_command_warm_starts_from_a_checkpoint(tmp_path, capsys):
     card = load_prior(tmp_path / "b" / "ct-phantom-128.safetensors").card
     assert card["training"]["init"] == str(first)
     assert main(["train", *overrides, f"out={tmp_path / 'c'}", "init=no-such-prior"]) == 2
+
+
+def test_ddp_two_processes_follow_the_single_process_trajectory(tmp_path):
+    """torchrun with 2 CPU processes (gloo), batch 2 each == one process with batch 4."""
+    import os
+    import subprocess
+    import sys
+
+    from recon.app import main
+
+    overrides = ["prior.data.count=4", "prior.data.size=32", "train.steps=3", "train.crop=32", "train.warmup=1",
+                 "prior.network.channel_mult='1,2'", "eval_images=1", "device=cpu"]
+    assert main(["train", *overrides, "train.batch_size=4", f"out={tmp_path / 'single'}"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "recon", "train", *overrides, "train.batch_size=2", f"out={tmp_path / 'ddp'}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = load_prior(tmp_path / "single" / "ct-phantom-128.safetensors")
+    ddp = load_prior(tmp_path / "ddp" / "ct-phantom-128.safetensors")
+    assert ddp.card["training"]["processes"] == 2 and ddp.card["training"]["steps"] == 3
+    assert (tmp_path / "ddp" / "train_state.pt").is_file()
+    for (name, a), b in zip(single.network.state_dict().items(), ddp.network.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name

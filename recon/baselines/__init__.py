@@ -2,7 +2,8 @@
 
 from .fbp import FBP
 from .mri import CGSense, L1Wavelet, ZeroFilled
+from .structured import Destripe, Notch, Prefiltered
 from .tv import TV
 from .upsampling import Bicubic
 
-__all__ = ["Bicubic", "CGSense", "FBP", "L1Wavelet", "TV", "ZeroFilled"]
+__all__ = ["Bicubic", "CGSense", "Destripe", "FBP", "L1Wavelet", "Notch", "Prefiltered", "TV", "ZeroFilled"]

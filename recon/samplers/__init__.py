@@ -7,7 +7,8 @@ network evaluations per reconstruction as ``nfe``, draws all randomness from the
 
 from .dds import DDS
 from .dps import DPS
+from .joint import JointSampler
 from .red_diff import REDDiff
 from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DDS", "DDS3D", "DPS", "REDDiff", "SliceCoupled"]
+__all__ = ["DDS", "DDS3D", "DPS", "JointSampler", "REDDiff", "SliceCoupled"]

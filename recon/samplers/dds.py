@@ -62,12 +62,13 @@ class DDS:
         gamma: dimensionless data weight (see above); ``math.inf`` for the noiseless form.
         eta: DDS noise mixing weight in ``[0, 1]``.
         operator_norm: ``||A||`` when known (noisy form; skips the power-iteration estimate).
-        clamp: optional model-space bounds for the Tweedie and data-consistent estimates.
+        clamp: optional model-space bounds for the Tweedie and data-consistent estimates:
+            numbers, or tensors broadcastable to the model-space image (per-element bounds).
     """
 
     def __init__(self, prior: DiffusionPrior, steps: int = 50, cg_iterations: int = 5, gamma: float = math.inf,
                  eta: float = 0.85, operator_norm: float | None = None,
-                 clamp: tuple[float, float] | None = None):
+                 clamp: tuple[float | Tensor, float | Tensor] | None = None):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         if gamma < 0:
@@ -78,7 +79,7 @@ class DDS:
         self.gamma = float(gamma)
         self.eta = float(eta)
         self.operator_norm = operator_norm
-        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+        self.clamp = None if clamp is None else tuple(c if isinstance(c, Tensor) else float(c) for c in clamp)
 
     @property
     def nfe(self) -> int:

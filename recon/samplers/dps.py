@@ -49,12 +49,12 @@ class DPS:
         prior: the diffusion prior.
         steps: ancestral steps over the respaced schedule.
         zeta: dimensionless step size of the measurement gradient (see above).
-        clamp: optional model-space bounds for ``z0``.
+        clamp: optional model-space bounds for ``z0`` (numbers, or broadcastable tensors).
         operator_norm: ``||A||`` in physical units when known (skips the estimate).
     """
 
     def __init__(self, prior: DiffusionPrior, steps: int = 1000, zeta: float = 0.3,
-                 clamp: tuple[float, float] | None = None, operator_norm: float | None = None):
+                 clamp: tuple[float | Tensor, float | Tensor] | None = None, operator_norm: float | None = None):
         if zeta < 0:
             raise ValueError(f"zeta must be >= 0, got {zeta}")
         self.prior = prior

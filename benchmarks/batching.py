@@ -1,0 +1,62 @@
+"""Batched sampling against one slice at a time: DDS and DPS on sparse-view CT, same prior.
+
+    python benchmarks/batching.py [--batch 8] [--steps 20] [--precision fp32]
+
+Times one held-out slice, then ``--batch`` slices in one call (the network sees them as one
+batch), both after a warm-up call, on the device chosen by ``auto``; prints the ratio
+``time(batch) / (batch x time(one))`` (below 1: batching pays) as a Markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from operators import TransmissionNoise, parallel_beam_ct
+from priors import load_prior
+from recon.bench import machine_description
+from recon.data.sources import phantom
+from recon.run import resolve_device
+from recon.samplers import DDS, DPS
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    prior = load_prior("ct-phantom-128").to(device)
+    prior.precision = args.precision
+    truths = [phantom(split="test", index=i) for i in range(args.batch)]
+    physics = parallel_beam_ct(128, views=16, pixel_size=truths[0].pixel_size_cm).to(device)
+    x = torch.cat([t.image for t in truths]).to(device)
+    y = TransmissionNoise(1e5)(physics(x), generator=torch.Generator(device=device).manual_seed(0))
+    print(f"{machine_description(device)}; {args.steps} steps, precision {args.precision}\n")
+    print(f"| sampler | one slice [s] | {args.batch} slices in one batch [s] | batch / ({args.batch} x one) |")
+    print("| --- | --- | --- | --- |")
+    for name, sampler in (("dds", DDS(prior, steps=args.steps, clamp=(-1.0, 1.0))),
+                          ("dps", DPS(prior, steps=args.steps, zeta=3.0))):
+        run = lambda ys: sampler(ys, physics, generator=torch.Generator(device=device).manual_seed(1))  # noqa: E731
+        run(y[:1])  # warm-up
+        one = timed(lambda: run(y[:1]), device)
+        many = timed(lambda: run(y), device)
+        print(f"| {name}-{args.steps} | {one:.2f} | {many:.2f} | {many / (args.batch * one):.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""``python -m recon bench``: every task x method on held-out cases, appended to the results file.
+
+For each task in ``tasks`` and each case ``i < count`` (``data.index=i seed=i`` plus every
+command-line override that is not one of bench's own keys), the task's own methods run as in ``python -m recon run``; per method the table
+gets PSNR and SSIM (mean ± sd over the cases), seconds per slice, NFE, peak memory and the
+device. Peak memory is the CUDA allocator's peak on a GPU, and on the CPU the growth of the
+process's resident set during the method, sampled every 5 ms (Linux ``/proc``; ``n/a``
+elsewhere). A Markdown section headed with the date, the machine and the command is appended
+to ``results`` (atomically), and a PSNR-versus-seconds plot per task is written to ``plots``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from .config import load_config
+from .errors import ConfigError
+from .io.atomic import atomic_write
+from .run import build_methods, noise_estimates, resolve_device, run_methods, simulate
+
+__all__ = ["BENCH_KEYS", "bench", "machine_description"]
+
+BENCH_KEYS = ("tasks", "count", "results", "plots")
+
+
+class PeakMemory:
+    """Peak memory above the start of the block, MiB: CUDA allocator peak, or sampled CPU RSS."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mib: float | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        elif Path("/proc/self/statm").is_file():
+            self._base = self._peak = _rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, _rss())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+        elif hasattr(self, "_thread"):
+            self._stop.set()
+            self._thread.join()
+            self.peak_mib = (max(self._peak, _rss()) - self._base) / 2**20
+
+
+def _rss() -> int:
+    """Resident set size of this process, bytes."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def machine_description(device: torch.device) -> str:
+    """CPU, cores, threads, torch version, and the GPU's name when the device is CUDA."""
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return (f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}{gpu}")
+
+
+def bench_task(task: str, count: int, overrides: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per method (named ``name-NFE`` for samplers): one metrics row per case."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for index in range(count):
+        cfg = load_config([f"task={task}", f"data.index={index}", f"seed={index}", *overrides])
+        device = resolve_device(str(cfg.device))
+        generator = torch.Generator(device=device).manual_seed(index)
+        case = simulate(cfg, device, generator)
+        slices = case.truth.shape[2] if case.truth.dim() == 5 else 1
+        for name, method in build_methods(cfg, device).items():
+            with PeakMemory(device) as memory:
+                result = run_methods({name: method}, case.y, case.physics, case.truth, generator)[name]
+            noise_estimates(case, {name: result})
+            metrics = dict(result.metrics, seconds_per_slice=result.metrics["seconds"] / slices,
+                           peak_mib=memory.peak_mib, device=str(device))
+            label = name if metrics["nfe"] == 0 else f"{name}-{metrics['nfe']}"
+            rows.setdefault(label, []).append(metrics)
+    return rows
+
+
+def _mean_sd(values: list[float], digits: int) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def format_section(results: dict[str, dict[str, list[dict[str, Any]]]], header: str) -> str:
+    """The Markdown section: a header line, then one table per task."""
+    lines = [header, ""]
+    for task, methods in results.items():
+        lines += [f"#### {task}", "", "| method | cases | PSNR [dB] | SSIM | seconds/slice | NFE | peak memory [MiB] | device |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for label, rows in methods.items():
+            peaks = [r["peak_mib"] for r in rows if r["peak_mib"] is not None]
+            peak = f"{max(peaks):.0f}" if peaks else "n/a"
+            lines.append(f"| {label} | {len(rows)} | {_mean_sd([r['psnr'] for r in rows], 2)} | "
+                         f"{_mean_sd([r['ssim'] for r in rows], 4)} | "
+                         f"{statistics.mean(r['seconds_per_slice'] for r in rows):.2f} | {rows[0]['nfe']} | "
+                         f"{peak} | {rows[0]['device']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save_plot(path: Path, task: str, methods: dict[str, list[dict[str, Any]]]) -> None:
+    """PSNR (mean over cases) against seconds per slice (log scale), one point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for label, rows in methods.items():
+        seconds = max(statistics.mean(r["seconds_per_slice"] for r in rows), 1e-4)
+        psnr = statistics.mean(r["psnr"] for r in rows)
+        ax.scatter(seconds, psnr)
+        ax.annotate(label, (seconds, psnr), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel="seconds per slice", ylabel="PSNR [dB]", title=task)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    plt.close(fig)
+
+
+def bench(cfg: DictConfig, overrides: list[str], command: str = "") -> str:
+    """Run the configured benchmark (``configs/bench.yaml``) with ``overrides`` applied to every
+    task's config; returns the appended section."""
+    tasks, count = list(cfg.tasks), int(cfg.count)
+    if count < 1 or not tasks:
+        raise ConfigError("bench: need count >= 1 and at least one task")
+    results = {task: bench_task(task, count, overrides) for task in tasks}
+    device = resolve_device(str(load_config(overrides).device))
+    header = (f"### recon bench, {time.strftime('%Y-%m-%d %H:%M')}: {machine_description(device)}\n\n"
+              f"`python -m recon bench {command}`".rstrip())
+    section = format_section(results, header)
+    out = Path(str(cfg.results))
+    previous = out.read_text() if out.is_file() else ""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, "w") as handle:
+        handle.write(previous + ("\n" if previous and not previous.endswith("\n") else "") + "\n" + section)
+    for task, methods in results.items():
+        save_plot(Path(str(cfg.plots)) / f"{task}.png", task, methods)
+    print(section)
+    return section

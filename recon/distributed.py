@@ -1,0 +1,78 @@
+"""Ray execution of a batch: one task per input file, each on its own worker (and GPU).
+
+The driver decides which (file, method) pairs are still to do (resume), submits one task per
+file, and collects each file's outcome as it finishes; workers build the methods from the
+same config, reconstruct, and write their outputs and records atomically into the shared
+output folder, exactly as the local executor does. A file whose input is bad comes back with
+its reason; a task that crashes (a worker lost, an unexpected exception) is reported the same
+way, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import job_config
+from .errors import ConfigError
+
+__all__ = ["run_on_ray"]
+
+
+def _reconstruct_file(path: str, names: list[str], config: dict[str, Any], output: str) -> str | None:
+    """Worker side: build the named methods from ``config`` and reconstruct ``path``."""
+    from .batch import process_file
+    from .run import build_methods, resolve_device
+
+    cfg = OmegaConf.create(config)
+    device = resolve_device(str(cfg.device))
+    methods = {name: m for name, m in build_methods(cfg, device).items() if name in names}
+    return process_file(Path(path), methods, cfg, Path(output), device)
+
+
+def run_on_ray(jobs: list[tuple[Path, list[str]]], cfg: DictConfig, output: Path) -> dict[str, str]:
+    """Reconstruct ``jobs`` ((file, methods still to do) pairs) on Ray; returns failures by file name.
+
+    ``cfg.ray``: ``address`` (``null``: start a local Ray instance; ``auto`` or ``host:port``:
+    join a running cluster), ``num_cpus`` (local instance only; ``null``: all cores),
+    ``cpus_per_task``, and ``gpus_per_task`` (``auto``: 1 when the cluster has GPUs, else 0).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor=ray needs Ray: pip install 'recon[ray]'") from None
+    from tqdm import tqdm
+
+    settings = cfg.get("ray") or {}
+    address = settings.get("address")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address is None else str(address), include_dashboard=False, log_to_driver=False,
+                 num_cpus=None if address is not None or settings.get("num_cpus") is None else int(settings.num_cpus))
+    try:
+        gpus = settings.get("gpus_per_task", "auto")
+        gpus = (1 if ray.cluster_resources().get("GPU", 0) > 0 else 0) if gpus == "auto" else float(gpus)
+        task = ray.remote(num_cpus=float(settings.get("cpus_per_task", 1)), num_gpus=gpus, max_retries=0)(
+            _reconstruct_file)
+        config = OmegaConf.to_container(job_config(cfg), resolve=True)
+        pending = {task.remote(str(path), names, config, str(output)): path.name for path, names in jobs}
+        failures: dict[str, str] = {}
+        with tqdm(total=len(pending), desc="files (ray)", unit="file") as bar:
+            while pending:
+                (done,), _ = ray.wait(list(pending), num_returns=1)
+                name = pending.pop(done)
+                try:
+                    reason = ray.get(done)
+                except Exception as err:  # a crashed task: report it with the file, go on
+                    reason = f"task failed: {str(err).strip().splitlines()[-1]}"
+                if reason is not None:
+                    failures[name] = reason
+                    tqdm.write(f"failed: {name}: {reason}", file=sys.stderr)
+                bar.update(1)
+        return failures
+    finally:
+        if started:
+            ray.shutdown()
