@@ -11,11 +11,9 @@ from torch import Tensor
 from operators import LinearOperator
 from priors import DiffusionPrior, load_prior
 
-from .samplers import DDS, DPS, REDDiff
+from .samplers import SAMPLERS
 
 __all__ = ["SAMPLERS", "reconstruct"]
-
-SAMPLERS: dict[str, type] = {"dds": DDS, "dps": DPS, "red_diff": REDDiff}
 
 
 def reconstruct(y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor],

@@ -171,23 +171,22 @@ def test_notch_removes_interference_but_keeps_a_smooth_image():
     assert float((Notch()(image) - image).abs().max()) < 0.02
 
 
-# --- tasks ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("task,overrides", [
-    ("structured_noise", ["data.size=64"]),
-    ("structured_noise_interference", ["data.size=64", "task.noise_shape=[64,64]"]),
-])
-def test_structured_noise_tasks_end_to_end(tmp_path, task, overrides):
+# --- tasks ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["structured_noise", "structured_noise_interference"])
+def test_structured_noise_tasks_end_to_end(tmp_path, task):
+    """Full size, 40 steps (the tasks use 100 and 200). Measured (seed 1): the joint sampler
+    beats the white-noise model by 4.9 dB (stripes) and 7.8 dB (interference)."""
     run_dir = tmp_path / task
-    steps = ["samplers.joint.steps=8", "samplers.white_noise_model.steps=8", "seed=1"]
-    assert main(["run", f"hydra.run.dir={run_dir}", f"task={task}", *overrides, *steps]) == 0
+    steps = ["samplers.joint.steps=40", "samplers.white_noise_model.steps=40", "seed=1"]
+    assert main(["run", f"hydra.run.dir={run_dir}", f"task={task}", *steps]) == 0
     report = json.loads((run_dir / "metrics.json").read_text())
     methods = report["methods"]
     assert {"joint", "white_noise_model"} <= set(methods) and len(methods) >= 3
     for name, m in methods.items():
         assert math.isfinite(m["psnr"]) and 0 <= m["noise_error"], name
         assert np.load(run_dir / f"noise_{name}.npy").shape == np.load(run_dir / "measurement.npy").shape
-    truth_noise = np.load(run_dir / "noise_truth.npy")
-    assert np.abs(truth_noise).max() > 0.01
-    # the joint sampler attributes the structured noise to noise far better than a white model
-    assert methods["joint"]["noise_error"] < methods["white_noise_model"]["noise_error"]
+    assert np.abs(np.load(run_dir / "noise_truth.npy")).max() > 0.01
+    joint, white = methods["joint"], methods["white_noise_model"]
+    assert joint["psnr"] > white["psnr"] + 2.0, (joint, white)
+    assert joint["noise_error"] < white["noise_error"]
     assert (run_dir / "panel.png").stat().st_size > 0

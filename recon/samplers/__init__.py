@@ -11,4 +11,7 @@ from .joint import JointSampler
 from .red_diff import REDDiff
 from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DDS", "DDS3D", "DPS", "JointSampler", "REDDiff", "SliceCoupled"]
+SAMPLERS: dict[str, type] = {"dds": DDS, "dps": DPS, "red_diff": REDDiff}
+"""The 2D samplers by name (``reconstruct(sampler=...)``, ``JointSampler(sampler=...)``)."""
+
+__all__ = ["DDS", "DDS3D", "DPS", "JointSampler", "REDDiff", "SAMPLERS", "SliceCoupled"]

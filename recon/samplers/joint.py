@@ -22,9 +22,6 @@ from operators import LinearOperator
 from priors import DiffusionPrior, Normalization
 
 from .common import Callback
-from .dds import DDS
-from .dps import DPS
-from .red_diff import REDDiff
 
 __all__ = ["JointOperator", "JointPrior", "JointSampler"]
 
@@ -152,21 +149,22 @@ class JointOperator(LinearOperator):
         return torch.cat([s_x * self.physics.adjoint(r).reshape(b, -1), s_n * r.reshape(b, -1)], dim=1).unsqueeze(1)
 
 
-SAMPLERS: dict[str, type] = {"dds": DDS, "dps": DPS, "red_diff": REDDiff}
-
-
 class JointSampler:
     """Sample ``(x, n)`` from ``p(x, n | y)`` with ``y = A x + n + w``; returns ``x``.
 
-    Runs the chosen sampler (``dps``, the reference method; ``dds``; ``red_diff``) on
-    :class:`JointPrior` and :class:`JointOperator`: each step denoises ``x`` with the signal
-    prior and ``n`` with the noise prior at the same ``t``, and the data term
-    ``||y - A x0 - n0||`` couples them. Step sizes are the wrapped sampler's, dimensionless as
-    there (DPS's ``zeta`` is divided by ``||M||``, which here combines ``s_x ||A||`` and
-    ``s_n``; the reference's separate steps for ``x`` and ``n`` become one step in units of
-    each prior's scale). The noise prior's Jacobian is what makes the split work: the gradient
-    reaching ``n`` is projected onto what the noise prior deems plausible (stripes,
-    interference), so the rest of the residual is left to ``x``.
+    Runs a sampler of :data:`recon.samplers.SAMPLERS` on :class:`JointPrior` and
+    :class:`JointOperator`: each step denoises ``x`` with the signal prior and ``n`` with the
+    noise prior at the same ``t``, and the data term ``||y - A x0 - n0||`` couples them. Step
+    sizes are the wrapped sampler's, dimensionless as there:
+
+    * ``dds`` (used by the tasks): the CG data step starts at both Tweedie estimates and
+      splits the residual between signal and noise ``s_x^2 : (w s_n)^2`` (``w`` =
+      ``noise_weight``); the next step's denoisers keep of each part what its prior finds
+      plausible, so the structured residual accumulates in ``n`` and the rest in ``x``.
+    * ``dps`` (the reference method's guidance): one gradient of the residual norm through
+      both networks; ``zeta`` is divided by ``||M||``, which combines ``s_x ||A||`` and
+      ``w s_n``, so the reference's separate steps for ``x`` and ``n`` become one step in
+      units of each prior's scale.
 
     ``__call__`` returns ``x`` ``(B, *physics.in_shape)`` like every sampler; :meth:`separate`
     returns ``(x, n)``. ``nfe`` counts steps; each step evaluates both priors.
@@ -174,15 +172,17 @@ class JointSampler:
     Args:
         prior: the signal prior.
         noise_prior: the structured-noise prior; its physical shape is the measurement's.
-        sampler: ``dps`` | ``dds`` | ``red_diff``.
+        sampler: ``dds`` | ``dps`` | ``red_diff``.
         signal_clamp: optional ``(low, high)`` model-space bounds for the signal part alone
             (DDS and DPS's ``clamp``; the noise is left unbounded).
-        noise_weight: how readily DDS's data step moves the noise part (:class:`JointPrior`).
+        noise_weight: ``w``, how readily a data step moves the noise part (:class:`JointPrior`).
         **settings: the sampler's own settings (``steps``, ``zeta``, ``gamma``, ...).
     """
 
-    def __init__(self, prior: DiffusionPrior, noise_prior: DiffusionPrior, sampler: str = "dps",
+    def __init__(self, prior: DiffusionPrior, noise_prior: DiffusionPrior, sampler: str = "dds",
                  signal_clamp: tuple[float, float] | None = None, noise_weight: float = 1.0, **settings: Any):
+        from . import SAMPLERS  # the registry lives in the package, which imports this module
+
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown joint sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         if signal_clamp is not None and sampler == "red_diff":
