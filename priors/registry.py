@@ -50,7 +50,8 @@ def load_prior(name_or_path: str | Path, card: str | Path | None = None,
     Paths may be ``.safetensors`` (card beside it, ``.yaml``) or a guided-diffusion
     ``.pt`` state dict with its YAML config given as ``card`` (or beside it); ``card`` may
     name a bundled card of a published checkpoint (``priors/cards/``, e.g.
-    ``dds_fastmri_knee320_complex``).
+    ``dds_fastmri_knee320_complex``). The network runs channels-last
+    (:meth:`~priors.prior.DiffusionPrior.use_channels_last`).
     """
     path = Path(name_or_path)
     if path.suffix not in {".safetensors", ".pt", ".pth"}:
@@ -59,5 +60,5 @@ def load_prior(name_or_path: str | Path, card: str | Path | None = None,
             names = ", ".join(available_priors()) or "none"
             raise CheckpointError(f"unknown prior {str(name_or_path)!r}; bundled priors: {names}")
         path = bundled
-    prior = load_checkpoint(path, resolve_card(card))
+    prior = load_checkpoint(path, resolve_card(card)).use_channels_last()
     return prior.to(device) if device is not None else prior

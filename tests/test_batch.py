@@ -174,8 +174,9 @@ def test_ray_executor_matches_local_resumes_and_reports_bad_files(finished, tmp_
     for path in good:
         for method in METHODS:
             with h5py.File(out / method / path.name) as a, h5py.File(ray_out / method / path.name) as b:
-                # ESPIRiT's eigen-solves round differently with the workers' thread counts
-                assert np.allclose(a["reconstruction"][()], b["reconstruction"][()], rtol=1e-3, atol=1e-6)
+                local, remote = a["reconstruction"][()], b["reconstruction"][()]
+                # zero-filled and CG-SENSE agree exactly; sigpy's L1-wavelet to 3e-5 of the maximum
+                assert np.abs(local - remote).max() <= 1e-4 * np.abs(local).max(), method
     summary = json.loads((ray_out / "summary.json").read_text())
     assert set(summary["failed"]) == set(bad)
     assert all(r["volumes"] == 2 for r in summary["methods"].values())
