@@ -155,10 +155,13 @@ def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.M
         start = time.perf_counter()
         batch = y.expand(draws, *y.shape[1:]).contiguous()
         separate = getattr(method, "separate", None)
-        if separate is not None:
-            x, noise = separate(batch, physics, generator=generator)
-        else:
-            x, noise = method(batch, physics, generator=generator), None
+        try:
+            if separate is not None:
+                x, noise = separate(batch, physics, generator=generator)
+            else:
+                x, noise = method(batch, physics, generator=generator), None
+        except ValueError as err:  # a method refusing this measurement or operator: one line, named
+            raise ConfigError(f"{name}: {err}") from None
         x = x.detach()
         noise = None if noise is None else noise.detach().mean(dim=0, keepdim=True)
         _synchronize(y.device)

@@ -35,3 +35,20 @@ def test_peak_memory_sees_a_large_allocation():
         x.add_(1)
         del x
     assert large.peak_mib > 40 and small.peak_mib < large.peak_mib
+
+
+def test_gpu_figures_script_runs_small_on_cpu():
+    """The GPU timing script's code path, on a small layout (the real run needs a GPU)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_figures.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cpu", "--layout", "small", "--size", "32",
+                           "--slices", "2", "--steps", "2", "--dps-steps", "2", "--precision", "fp32",
+                           "--peak-tflops", "0.01"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 5 and rows[1].startswith("| DDS-2, 1 slice |")
+    assert all(float(r.split(" | ")[3]) > 0 for r in rows[1:])  # a positive FLOP floor per row

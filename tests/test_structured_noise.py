@@ -190,3 +190,11 @@ def test_structured_noise_tasks_end_to_end(tmp_path, task):
     assert joint["psnr"] > white["psnr"] + 2.0, (joint, white)
     assert joint["noise_error"] < white["noise_error"]
     assert (run_dir / "panel.png").stat().st_size > 0
+
+
+def test_noise_prior_on_the_wrong_grid_is_a_one_line_error(tmp_path, capsys):
+    args = ["run", f"hydra.run.dir={tmp_path / 'a'}", "task=structured_noise", "operator.views=32", "baselines=[]",
+            "samplers.joint.steps=2", "~samplers.white_noise_model"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "joint: the noise prior is defined on (1, 64, 184), but the measurement is (1, 32, 184)" in err

@@ -75,6 +75,10 @@ class JointPrior(DiffusionPrior):
                  noise_shape: tuple[int, ...], noise_weight: float = 1.0):
         if noise_weight <= 0:
             raise ValueError(f"noise_weight must be > 0, got {noise_weight}")
+        grid = getattr(noise, "shape", None)  # analytic priors hold a fixed grid
+        if grid is not None and tuple(grid) != tuple(noise_shape):
+            raise ValueError(f"the noise prior is defined on {tuple(grid)}, but the measurement is {tuple(noise_shape)} "
+                             "(refit it on the measurement's grid, e.g. task.noise_shape=[...])")
         self.noise_weight = float(noise_weight)
         if signal.normalization.complex_channels or noise.normalization.complex_channels:
             raise ValueError("JointPrior needs real-valued signal and noise priors")
