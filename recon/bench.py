@@ -5,7 +5,8 @@ command-line override that is not one of bench's own keys), the task's own metho
 gets PSNR and SSIM (mean ± sd over the cases), seconds per slice, NFE, peak memory and the
 device. Peak memory is the CUDA allocator's peak on a GPU, and on the CPU the growth of the
 process's resident set during the method, sampled every 5 ms (Linux ``/proc``; ``n/a``
-elsewhere). A Markdown section headed with the date, the machine and the command is appended
+elsewhere): memory the process already holds from earlier methods is reused without growth,
+so on the CPU it is a lower bound. A Markdown section headed with the date, the machine and the command is appended
 to ``results`` (atomically), and a PSNR-versus-seconds plot per task is written to ``plots``.
 """
 
@@ -150,8 +151,11 @@ def bench(cfg: DictConfig, overrides: list[str], command: str = "") -> str:
         raise ConfigError("bench: need count >= 1 and at least one task")
     results = {task: bench_task(task, count, overrides) for task in tasks}
     device = resolve_device(str(load_config(overrides).device))
+    memory_note = ("peak memory: the CUDA allocator's peak during the method" if device.type == "cuda" else
+                   "peak memory: growth of the process's resident set during the method; memory the process "
+                   "already held (from earlier methods) is reused and not counted, so small values mean no growth")
     header = (f"### recon bench, {time.strftime('%Y-%m-%d %H:%M')}: {machine_description(device)}\n\n"
-              f"`python -m recon bench {command}`".rstrip())
+              f"`python -m recon bench {command}`\n\n{memory_note}")
     section = format_section(results, header)
     out = Path(str(cfg.results))
     previous = out.read_text() if out.is_file() else ""
