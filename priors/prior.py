@@ -81,7 +81,7 @@ class DiffusionPrior(nn.Module):
 
     def use_channels_last(self) -> "DiffusionPrior":
         """Run a convolutional network in the channels-last memory layout (weights and inputs).
-        Measured on the 2-core CPU: 27-30 % less time per UNet evaluation at 128 x 128
+        Measured on the 2-core CPU: 18-31 % less time per UNet evaluation at 128 x 128
         (benchmarks/RESULTS.md); results equal to rounding. Returns ``self``."""
         self.network.to(memory_format=torch.channels_last)
         self.channels_last = True
