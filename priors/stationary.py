@@ -41,10 +41,12 @@ class WienerEps(nn.Module):
     def __init__(self, power: Tensor, schedule: VPSchedule):
         super().__init__()
         self.register_buffer("power", power.double())
+        # abar by training step, on the module's device: indexing it needs no host round trip
+        self.register_buffer("alpha_bar", schedule.train_alphas_cumprod.double())
         self.schedule = schedule
 
     def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
-        abar = self.schedule.alpha_bar(t.cpu(), torch.float64).to(z_t.device).reshape(-1, 1, 1, 1)
+        abar = self.alpha_bar[t.long()].reshape(-1, 1, 1, 1)
         return ((1 - abar).sqrt() * _filter(z_t.double(), 1.0 / (abar * self.power + 1 - abar))).to(z_t.dtype)
 
 
