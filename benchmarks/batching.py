@@ -4,32 +4,23 @@
 
 Times one held-out slice, then ``--batch`` slices in one call (the network sees them as one
 batch), after a warm-up call at each size, best of two, on the device chosen by ``auto``; prints the ratio
-``time(batch) / (batch x time(one))`` (below 1: batching pays) as a Markdown table row.
+``time(batch) / (batch x time(one))`` (below 1: batching pays) as a Markdown table row. A second
+table times one network evaluation per slice at batch 1 and ``--batch``, in the contiguous and
+the channels-last memory layout (mean of 5 calls after a warm-up).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from operators import TransmissionNoise, parallel_beam_ct
 from priors import load_prior
-from recon.bench import machine_description
+from recon.bench import machine_description, timed
 from recon.data.sources import phantom
 from recon.run import resolve_device
 from recon.samplers import DDS, DPS
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -56,6 +47,22 @@ def main() -> None:
         one = min(timed(lambda: run(y[:1]), device) for _ in range(2))
         many = min(timed(lambda: run(y), device) for _ in range(2))
         print(f"| {name}-{args.steps} | {one:.2f} | {many:.2f} | {many / (args.batch * one):.2f} |", flush=True)
+    print("\n| batch | contiguous [s/slice] | channels-last [s/slice] |\n| --- | --- | --- |")
+    for size in (1, args.batch):
+        z = torch.randn((size, 1, 128, 128), generator=torch.Generator(device=device).manual_seed(2), device=device)
+        print(f"| {size} | {network_seconds(prior, z, False):.4f} | {network_seconds(prior, z, True):.4f} |", flush=True)
+
+
+@torch.no_grad()
+def network_seconds(prior, z: torch.Tensor, channels_last: bool) -> float:
+    """Seconds per slice of ``prior.eps`` on ``z`` in the given memory layout (mean of 5 calls)."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    prior.network.to(memory_format=layout)
+    prior.channels_last = channels_last
+    prior.eps(z, 500)  # warm-up
+    seconds = sum(timed(lambda: prior.eps(z, 500), z.device) for _ in range(5)) / 5
+    prior.use_channels_last()  # as loaded
+    return seconds / z.shape[0]
 
 
 if __name__ == "__main__":

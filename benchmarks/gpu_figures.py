@@ -23,14 +23,13 @@ a CPU. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from operators import parallel_beam_ct
 from operators.volume import SliceStack
 from priors import DiffusionPrior, Normalization, VPSchedule, from_guided_diffusion
-from recon.bench import machine_description
+from recon.bench import machine_description, timed
 from recon.samplers import DDS, DDS3D, DPS
 
 LAYOUTS = {
@@ -55,17 +54,6 @@ def forward_flops(layout: dict, size: int) -> int:
         with FlopCounterMode(display=False) as counter:
             net(x, torch.zeros(1))
     return counter.get_total_flops()
-
-
-def timed(fn, device: torch.device) -> float:
-    """Seconds of ``fn()``, synchronised on CUDA."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -43,7 +43,6 @@ class WienerEps(nn.Module):
         self.register_buffer("power", power.double())
         # abar by training step, on the module's device: indexing it needs no host round trip
         self.register_buffer("alpha_bar", schedule.train_alphas_cumprod.double())
-        self.schedule = schedule
 
     def forward(self, z_t: Tensor, t: Tensor) -> Tensor:
         abar = self.alpha_bar[t.long()].reshape(-1, 1, 1, 1)

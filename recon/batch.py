@@ -49,7 +49,7 @@ from .errors import ConfigError, InputError, ReconError
 from .io.atomic import atomic_write, save_json
 from .io.fastmri import FastMRIVolume, center_crop, read_fastmri, write_reconstruction
 from .metrics import evaluate
-from .run import Method, build_methods, instantiate, resolve_device
+from .run import Method, build_methods, instantiate, resolve_device, synchronize
 
 RECORDS = "per_volume"
 
@@ -129,11 +129,6 @@ def _complete(output: Path, method: str, name: str) -> bool:
     return (output / method / name).is_file() and _record_path(output, method, name).is_file()
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, output: Path,
                        device: torch.device) -> None:
     """Reconstruct every slice of ``path`` with each method; write outputs and records."""
@@ -164,10 +159,10 @@ def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, 
             sampling = physics.mask.cpu()
             y = physics.mask * kspace.to(device)
             for name, method in methods.items():
-                _synchronize(device)
+                synchronize(device)
                 tic = time.perf_counter()
                 x = method(y, physics, generator=generator)
-                _synchronize(device)
+                synchronize(device)
                 seconds[name] += time.perf_counter() - tic
                 images[name].append(center_crop(x.detach().abs()[:, 0], crop).cpu().numpy())
             bar.update(len(indices))

@@ -18,7 +18,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig
@@ -26,9 +26,9 @@ from omegaconf import DictConfig
 from .config import load_config
 from .errors import ConfigError
 from .io.atomic import atomic_write
-from .run import build_methods, noise_estimates, resolve_device, run_methods, simulate
+from .run import build_methods, noise_estimates, resolve_device, run_methods, simulate, synchronize
 
-__all__ = ["BENCH_KEYS", "bench", "machine_description"]
+__all__ = ["BENCH_KEYS", "bench", "machine_description", "timed"]
 
 BENCH_KEYS = ("tasks", "count", "results", "plots")
 
@@ -72,6 +72,15 @@ def _rss() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds of ``fn()``, with the device's queued work finished before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def machine_description(device: torch.device) -> str:
     """CPU, cores, threads, torch version, and the GPU's name when the device is CUDA."""
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
@@ -82,13 +91,15 @@ def machine_description(device: torch.device) -> str:
 def bench_task(task: str, count: int, overrides: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Per method (named ``name-NFE`` for samplers): one metrics row per case."""
     rows: dict[str, list[dict[str, Any]]] = {}
+    methods: dict[str, Any] = {}
     for index in range(count):
         cfg = load_config([f"task={task}", f"data.index={index}", f"seed={index}", *overrides])
         device = resolve_device(str(cfg.device))
         generator = torch.Generator(device=device).manual_seed(index)
         case = simulate(cfg, device, generator)
         slices = case.truth.shape[2] if case.truth.dim() == 5 else 1
-        for name, method in build_methods(cfg, device).items():
+        methods = methods or build_methods(cfg, device)  # once per task: cases differ in data only
+        for name, method in methods.items():
             with PeakMemory(device) as memory:
                 result = run_methods({name: method}, case.y, case.physics, case.truth, generator)[name]
             noise_estimates(case, {name: result})

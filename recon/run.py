@@ -151,7 +151,7 @@ def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.M
     for name, method in methods.items():
         nfe = int(getattr(method, "nfe", 0))
         draws = samples if nfe > 0 else 1
-        _synchronize(y.device)
+        synchronize(y.device)
         start = time.perf_counter()
         batch = y.expand(draws, *y.shape[1:]).contiguous()
         separate = getattr(method, "separate", None)
@@ -164,7 +164,7 @@ def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.M
             raise ConfigError(f"{name}: {err}") from None
         x = x.detach()
         noise = None if noise is None else noise.detach().mean(dim=0, keepdim=True)
-        _synchronize(y.device)
+        synchronize(y.device)
         seconds = time.perf_counter() - start
         if draws > 1:
             mean, std = sample_statistics(x)
@@ -185,7 +185,8 @@ def sample_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Brackets every timing."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
