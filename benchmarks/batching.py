@@ -1,12 +1,13 @@
 """Batched sampling against one slice at a time: DDS and DPS on sparse-view CT, same prior.
 
-    python benchmarks/batching.py [--batch 8] [--steps 20] [--precision fp32]
+    python benchmarks/batching.py [--batch 8] [--steps 20] [--precision fp32] [--allocator reuse]
 
 Times one held-out slice, then ``--batch`` slices in one call (the network sees them as one
 batch), after a warm-up call at each size, best of two, on the device chosen by ``auto``; prints the ratio
 ``time(batch) / (batch x time(one))`` (below 1: batching pays) as a Markdown table row. A second
 table times one network evaluation per slice at batch 1 and ``--batch``, in the contiguous and
-the channels-last memory layout (mean of 5 calls after a warm-up).
+the channels-last memory layout (mean of 5 calls after a warm-up). ``--allocator system`` keeps
+glibc's defaults on the CPU instead of :func:`recon.allocator.reuse_freed_memory`.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--allocator", default="reuse", choices=["reuse", "system"])
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, reuse_memory=args.allocator == "reuse")
     prior = load_prior("ct-phantom-128").to(device)
     prior.precision = args.precision
     truths = [phantom(split="test", index=i) for i in range(args.batch)]
     physics = parallel_beam_ct(128, views=16, pixel_size=truths[0].pixel_size_cm).to(device)
     x = torch.cat([t.image for t in truths]).to(device)
     y = TransmissionNoise(1e5)(physics(x), generator=torch.Generator(device=device).manual_seed(0))
-    print(f"{machine_description(device)}; {args.steps} steps, precision {args.precision}\n")
+    print(f"{machine_description(device)}; {args.steps} steps, precision {args.precision}, "
+          f"allocator {args.allocator}\n")
     print(f"| sampler | one slice [s] | {args.batch} slices in one batch [s] | batch / ({args.batch} x one) |")
     print("| --- | --- | --- | --- |")
     for name, sampler in (("dds", DDS(prior, steps=args.steps, clamp=(-1.0, 1.0))),

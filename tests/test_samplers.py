@@ -165,3 +165,18 @@ def test_mixed_precision_autocast_is_close_to_fp32_and_validated():
     assert float((mixed - reference).norm() / reference.norm()) < 0.05
     with pytest.raises(ValueError, match="precision='fp64'"):
         prior.precision = "fp64"
+
+
+def test_compile_option_traces_the_network_and_keeps_its_output():
+    """``compile=aot_eager`` runs the prior network through TorchDynamo (graph capture, no C
+    compiler needed); its ``eps`` must equal the eager one."""
+    from omegaconf import OmegaConf
+
+    from recon.run import build_prior
+
+    node = OmegaConf.create({"name": "ct-phantom-128", "checkpoint": None})
+    eager = build_prior(node, torch.device("cpu"))
+    compiled = build_prior(node, torch.device("cpu"), compile="aot_eager")
+    z = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert compiled.network._compiled_call_impl is not None and eager.network._compiled_call_impl is None
+    torch.testing.assert_close(compiled.eps(z, 300), eager.eps(z, 300), rtol=1e-4, atol=1e-5)

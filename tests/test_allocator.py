@@ -1,0 +1,39 @@
+"""The CPU allocator setting: freed large tensors stay in the process's heap for reuse."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import ctypes, sys, torch
+from recon.allocator import reuse_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "reuse":
+    assert reuse_freed_memory() is True
+block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+held = libc.mallinfo2()
+del block
+freed = libc.mallinfo2()
+print(held.hblkhd >> 20, freed.fordblks >> 20)  # MiB mmapped while held, MiB free in the heap after
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting applies to glibc only")
+def test_freed_activations_stay_in_the_heap_for_reuse():
+    def probe(mode: str) -> tuple[int, int]:
+        out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+        mmapped, free_in_heap = out.stdout.split()
+        return int(mmapped), int(free_in_heap)
+
+    mmapped, free_in_heap = probe("system")
+    assert mmapped >= 64 and free_in_heap < 64  # glibc's default: mmapped, returned to the kernel on free
+    mmapped, free_in_heap = probe("reuse")
+    assert mmapped < 64 and free_in_heap >= 64  # served from the heap and kept there after the free
