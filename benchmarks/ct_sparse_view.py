@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--views", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--dps-count", type=int, default=4)
-    parser.add_argument("--sampler", default="dds_ct", help="the task's sampler config (default dds_ct)")
+    parser.add_argument("--sampler", default="dds_sparse_ct", help="the task's sampler config (default dds_sparse_ct)")
     parser.add_argument("--prior", default=None, help="checkpoint path (default: the bundled prior)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     args = parser.parse_args()

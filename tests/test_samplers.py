@@ -61,7 +61,8 @@ def draws(sampler, prior, physics, y, seed: int = 1) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("settings", [{}, {"gamma": 30.0}], ids=["noiseless", "noisy"])
+@pytest.mark.parametrize("settings", [{}, {"gamma": 30.0}, {"late_sigma": 0.1, "late_gamma": 3.0}],
+                         ids=["noiseless", "noisy", "noisy_late_steps"])
 def test_dds_approaches_posterior_mean(settings):
     prior, physics, y, post = problem()
     assert score(prior, draws(DDS(prior, **settings), prior, physics, y), post) < GOOD
@@ -127,6 +128,14 @@ def test_samplers_run_with_a_unet_prior(complex_data):
     for sampler in (DDS(prior, steps=2), DDS(prior, steps=2, gamma=1.0), DPS(prior, steps=2)):
         x = sampler(y, physics, generator=torch.Generator().manual_seed(0))
         assert x.shape == (2, 1, 32, 32) and x.dtype == dtype and bool(torch.isfinite(x).all())
+
+
+def test_dds_late_steps_switch_to_the_noisy_form():
+    prior, physics, y, _ = problem()
+    run = lambda sampler: sampler(y, physics, generator=torch.Generator().manual_seed(0))  # noqa: E731
+    assert torch.equal(run(DDS(prior, steps=20, late_sigma=math.inf, late_gamma=3.0)), run(DDS(prior, steps=20, gamma=3.0)))
+    assert torch.equal(run(DDS(prior, steps=20, late_sigma=0.0, late_gamma=3.0)), run(DDS(prior, steps=20)))
+    assert not torch.equal(run(DDS(prior, steps=20, late_sigma=0.1, late_gamma=3.0)), run(DDS(prior, steps=20)))
 
 
 def test_dds_clamp_projects_onto_the_prior_range():
