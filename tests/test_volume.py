@@ -59,8 +59,10 @@ def test_eps_by_chunks_matches_one_call():
     assert torch.allclose(eps_by_chunks(prior, z, 300, chunk=3), whole, atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda p: SliceCoupled(p, steps=20, chunk=2), lambda p: DDS3D(p, steps=10, chunk=3)],
-                         ids=["slice_coupled", "dds_3d"])
+@pytest.mark.parametrize("make", [lambda p: SliceCoupled(p, steps=20, chunk=2),
+                                  lambda p: SliceCoupled(p, steps=20, chunk=2, data_step_on="noisy"),
+                                  lambda p: DDS3D(p, steps=10, chunk=3)],
+                         ids=["slice_coupled", "slice_coupled_noisy", "dds_3d"])
 def test_volume_samplers_fit_the_data_and_are_seeded(make):
     prior = GaussianPrior(torch.zeros(16), torch.eye(16, dtype=torch.float64) * 0.5, shape=(1, 4, 4))
     matrix = torch.randn(10, 16, generator=G) / 4
@@ -90,6 +92,12 @@ def test_nifti_volume_round_trip(tmp_path):
     save_nifti(tmp_path / "v.nii.gz", v, spacing=(2.0, 2.0, 5.0))
     back, spacing = load_volume(tmp_path / "v.nii.gz")
     assert np.array_equal(back, v) and spacing == (2.0, 2.0, 5.0)
+
+
+def test_slice_coupled_rejects_an_unknown_data_step():
+    prior = GaussianPrior(torch.zeros(16), torch.eye(16, dtype=torch.float64) * 0.5, shape=(1, 4, 4))
+    with pytest.raises(ValueError, match="data_step_on"):
+        SliceCoupled(prior, data_step_on="x0")
 
 
 def test_per_slice_needs_a_slice_stack():

@@ -115,28 +115,41 @@ class _VolumeSampler:
 
 
 class SliceCoupled(_VolumeSampler):
-    """DiffusionMBIR-style sampling: ancestral 2D-prior steps on every slice, then ADMM-TV-z.
+    """DiffusionMBIR-style sampling: ancestral 2D-prior steps on every slice, coupled by ADMM-TV-z.
 
-    Per step ``t -> t_prev``: Tweedie ``z0`` of every slice (clamped to ``clamp``), the DDPM
-    ancestral proposal ``z'`` (posterior variance, as DiffusionMBIR's predictor), then the
-    data/TV-z step (:class:`ZTVConsistency`) on the volume in its variance-exploding form
-    ``v = decode(z' / sqrt(abar_prev))`` (the clean image plus noise, the variable the VE-SDE
-    reference corrects), and ``z_prev = sqrt(abar_prev) encode(ADMM(v))``. The last step
-    returns ``ADMM(decode(z0))``. The reference runs 2000 predictor-corrector steps (4000
-    network evaluations) per slice; here ``steps`` ancestral steps with one ADMM iteration
-    each. Called as ``sampler(y, physics, generator=g)``; ``nfe`` is per slice.
+    Per step ``t -> t_prev``: the 2D prior denoises every slice (Tweedie ``z0``, clamped to
+    ``clamp``, ``chunk`` slices per call); the data/TV-z step (:class:`ZTVConsistency`) acts
+    on the volume; then a DDPM ancestral step (posterior variance, as DiffusionMBIR's
+    predictor) to ``t_prev``. ``data_step_on`` chooses where the data/TV-z step acts:
 
-    Split variables: the reference keeps them across steps (``persistent=True``). In this VP
-    form the early, very noisy ``v`` put noise-sized z-differences into them that later steps
-    then enforce: on a training volume (8 views, 100 steps, ``rho = 0.01``, ``lam = 0.0005``)
-    that diverged (3 dB), so by default each step restarts them (26.2 dB; 26.3 dB without
-    TV-z). See ``benchmarks/RESULTS.md``.
+    * ``"estimate"`` (default): on the denoised volume ``decode(z0)``; the ancestral step then
+      starts from the data-consistent ``z0'`` (its ``eps`` re-derived from ``z_t`` and
+      ``z0'``), and the split variables persist across steps, as in the reference. Measured at
+      8 views: +1.9 dB over independent 2D DDS on a training volume (100 steps), +2.1 dB on
+      two held-out volumes (200 steps); no gain at a 90 degree wedge, which every slice shares;
+    * ``"noisy"``: on the noisy sample in its variance-exploding form ``decode(z' /
+      sqrt(abar_prev))`` after the ancestral proposal ``z'``, as the VE-SDE reference corrects
+      ``x_i``. With persistent split variables this diverged here (3 dB; the early, very
+      noisy samples put noise-sized z-differences into them), so this form restarts them each
+      step by default, and it stayed 0.2-0.65 dB below independent 2D on held-out volumes
+      (``benchmarks/RESULTS.md``).
+
+    The last step returns the data-consistent estimate. The reference runs 2000
+    predictor-corrector steps (4000 network evaluations) per slice; here ``steps`` ancestral
+    steps with one ADMM iteration each. Called as ``sampler(y, physics, generator=g)``;
+    ``nfe`` is per slice. ``persistent`` (``None``: by ``data_step_on`` as above) overrides
+    whether the split variables persist.
     """
 
     def __init__(self, prior: DiffusionPrior, steps: int = 200, rho: float = 0.01, lam: float = 0.0005,
                  cg_iterations: int = 5, admm_iterations: int = 1, chunk: int = 16,
-                 clamp: tuple[float, float] | None = None, persistent: bool = False):
+                 clamp: tuple[float, float] | None = None, data_step_on: str = "estimate",
+                 persistent: bool | None = None):
+        if data_step_on not in ("estimate", "noisy"):
+            raise ValueError(f"data_step_on must be 'estimate' or 'noisy', got {data_step_on!r}")
+        persistent = data_step_on == "estimate" if persistent is None else persistent
         super().__init__(prior, steps, rho, lam, cg_iterations, admm_iterations, chunk, clamp, persistent)
+        self.data_step_on = data_step_on
 
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: LinearOperator, *, generator: torch.Generator | None = None,
@@ -145,16 +158,17 @@ class SliceCoupled(_VolumeSampler):
         consistency, z = self._start(y, physics, generator)
         pairs = step_pairs(prior, self.steps)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
-            eps = eps_by_chunks(prior, z, t, self.chunk)
-            z0 = self._project(prior.x0_from_eps(z, t, eps))
+            z0 = self._project(prior.x0_from_eps(z, t, eps_by_chunks(prior, z, t, self.chunk)))
+            if abar_prev >= 1.0 or self.data_step_on == "estimate":
+                z0 = self._project(prior.encode(consistency(prior.decode(z0))).float())
+                x = prior.decode(z0)
             if abar_prev < 1.0:
                 sigma = math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
                 eps = (z - math.sqrt(abar) * z0) / math.sqrt(1 - abar)
                 z = ddim_update(z0, eps, abar_prev, sigma, gaussian(z.shape, generator, z.device))
-                v = consistency(prior.decode(z / math.sqrt(abar_prev)))
-                z = math.sqrt(abar_prev) * prior.encode(v).float()
-            else:
-                x = prior.decode(self._project(prior.encode(consistency(prior.decode(z0))).float()))
+                if self.data_step_on == "noisy":
+                    v = consistency(prior.decode(z / math.sqrt(abar_prev)))
+                    z = math.sqrt(abar_prev) * prior.encode(v).float()
             if callback is not None:
                 callback(i, len(pairs))
         return x
@@ -166,8 +180,8 @@ class DDS3D(_VolumeSampler):
     Per step: ``z0`` of every slice (clamped), ``x = ZTVConsistency(decode(z0))`` (split
     variables persist across steps), clamped again, then ``z_prev = sqrt(abar_prev)
     encode(x) + sqrt(1 - abar_prev) (eta noise + sqrt(1 - eta^2) eps)`` as
-    :class:`~recon.samplers.DDS`. Far fewer steps than :class:`SliceCoupled`: the data step
-    acts on the clean estimate. ``nfe`` is per slice.
+    :class:`~recon.samplers.DDS`. Far fewer steps than :class:`SliceCoupled`: DDS's update (the
+    network's ``eps`` with ``eta`` fresh noise) tolerates large steps. ``nfe`` is per slice.
 
     Defaults ``rho = 0.01``, ``lam = 0.0005`` (in :class:`ZTVConsistency`'s dimensionless
     units) are the best of a grid on training volumes at 8 views (``benchmarks/RESULTS.md``):
