@@ -13,6 +13,7 @@ from .base import (
 from .blur import GaussianBlur
 from .cg import conjugate_gradient
 from .coils import birdcage_maps, espirit_maps, normalize_maps
+from .cone import ConeBeamCT, cone_beam_ct
 from .ct import (
     CTGeometry,
     FanBeamCT,
@@ -41,6 +42,7 @@ from .resampling import Downsampling, SeparableOperator, downsampling
 __all__ = [
     "AdjointOperator",
     "CTGeometry",
+    "ConeBeamCT",
     "ComposedOperator",
     "DetectorStripes",
     "Downsampling",
@@ -62,6 +64,7 @@ __all__ = [
     "SumOperator",
     "TransmissionNoise",
     "birdcage_maps",
+    "cone_beam_ct",
     "box_mask",
     "conjugate_gradient",
     "downsampling",
