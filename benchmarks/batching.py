@@ -1,9 +1,9 @@
 """Batched sampling against one slice at a time: DDS and DPS on sparse-view CT, same prior.
 
-    python benchmarks/batching.py [--batch 8] [--steps 20] [--precision fp32] [--allocator reuse]
+    python benchmarks/batching.py [--batch 8] [--steps 20] [--repeats 3] [--precision fp32] [--allocator reuse]
 
 Times one held-out slice, then ``--batch`` slices in one call (the network sees them as one
-batch), after a warm-up call at each size, best of two, on the device chosen by ``auto``; prints the ratio
+batch), after a warm-up call at each size, best of ``--repeats``, on the device chosen by ``auto``; prints the ratio
 ``time(batch) / (batch x time(one))`` (below 1: batching pays) as a Markdown table row. A second
 table times one network evaluation per slice at batch 1 and ``--batch``, in the contiguous and
 the channels-last memory layout (mean of 5 calls after a warm-up). ``--allocator system`` keeps
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per size; the best counts")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--allocator", default="reuse", choices=["reuse", "system"])
@@ -47,8 +48,8 @@ def main() -> None:
                           ("dps", DPS(prior, steps=args.steps, zeta=3.0))):
         run = lambda ys: sampler(ys, physics, generator=torch.Generator(device=device).manual_seed(1))  # noqa: E731
         run(y[:1]), run(y)  # warm-up at both sizes (allocator, astra geometry)
-        one = min(timed(lambda: run(y[:1]), device) for _ in range(2))
-        many = min(timed(lambda: run(y), device) for _ in range(2))
+        one = min(timed(lambda: run(y[:1]), device) for _ in range(args.repeats))
+        many = min(timed(lambda: run(y), device) for _ in range(args.repeats))
         print(f"| {name}-{args.steps} | {one:.2f} | {many:.2f} | {many / (args.batch * one):.2f} |", flush=True)
     print("\n| batch | contiguous [s/slice] | channels-last [s/slice] |\n| --- | --- | --- |")
     for size in (1, args.batch):
