@@ -125,8 +125,9 @@ class SliceCoupled(_VolumeSampler):
     * ``"estimate"`` (default): on the denoised volume ``decode(z0)``; the ancestral step then
       starts from the data-consistent ``z0'`` (its ``eps`` re-derived from ``z_t`` and
       ``z0'``), and the split variables persist across steps, as in the reference. Measured at
-      8 views: +1.9 dB over independent 2D DDS on a training volume (100 steps), +2.1 dB on
-      two held-out volumes (200 steps); no gain at a 90 degree wedge, which every slice shares;
+      8 views: +1.9 dB over independent 2D DDS on a training volume (100 steps), +1.5 to
+      +2.5 dB on four held-out volumes (200 steps); no gain at a 90 degree wedge, which every
+      slice shares;
     * ``"noisy"``: on the noisy sample in its variance-exploding form ``decode(z' /
       sqrt(abar_prev))`` after the ancestral proposal ``z'``, as the VE-SDE reference corrects
       ``x_i``. With persistent split variables this diverged here (3 dB; the early, very
@@ -180,8 +181,9 @@ class DDS3D(_VolumeSampler):
     Per step: ``z0`` of every slice (clamped), ``x = ZTVConsistency(decode(z0))`` (split
     variables persist across steps), clamped again, then ``z_prev = sqrt(abar_prev)
     encode(x) + sqrt(1 - abar_prev) (eta noise + sqrt(1 - eta^2) eps)`` as
-    :class:`~recon.samplers.DDS`. Far fewer steps than :class:`SliceCoupled`: DDS's update (the
-    network's ``eps`` with ``eta`` fresh noise) tolerates large steps. ``nfe`` is per slice.
+    :class:`~recon.samplers.DDS`. Far fewer steps than :class:`SliceCoupled`: at 20 steps it
+    measured 0.3-0.8 dB above the slice-coupled sampler at 200 (``benchmarks/RESULTS.md``).
+    ``nfe`` is per slice.
 
     Defaults ``rho = 0.01``, ``lam = 0.0005`` (in :class:`ZTVConsistency`'s dimensionless
     units) are the best of a grid on training volumes at 8 views (``benchmarks/RESULTS.md``):
