@@ -21,6 +21,41 @@ _M_MMAP_MAX = -4
 _NEVER_TRIM = 2**31 - 1
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (bytes): ``uordblks`` in use in the heap, ``fordblks`` free
+    in it, ``hblkhd`` in separately mmapped blocks."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def malloc_info() -> MallInfo2 | None:
+    """glibc's allocation statistics over all arenas (``mallinfo2``, glibc >= 2.33), or ``None``."""
+    libc = _libc()
+    fn = getattr(libc, "mallinfo2", None)
+    if fn is None:
+        return None
+    fn.restype = MallInfo2
+    return fn()
+
+
+def bytes_in_use() -> int | None:
+    """Bytes the process holds through ``malloc`` right now (heap and mmapped), or ``None``
+    where glibc's ``mallinfo2`` is missing. Unlike the resident set, it falls when memory is
+    freed even if the allocator keeps the pages."""
+    info = malloc_info()
+    return None if info is None else int(info.uordblks + info.hblkhd)
+
+
 def reuse_freed_memory() -> bool:
     """Tell glibc to serve every allocation from its heap and never trim it.
 
@@ -30,13 +65,8 @@ def reuse_freed_memory() -> bool:
     user may call it once before sampling. Returns ``False`` (and changes nothing) where the C
     library is not glibc (macOS, Windows, musl).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))

@@ -3,11 +3,12 @@
 For each task in ``tasks`` and each case ``i < count`` (``data.index=i seed=i`` plus every
 command-line override that is not one of bench's own keys), the task's own methods run as in ``python -m recon run``; per method the table
 gets PSNR and SSIM (mean ± sd over the cases), seconds per slice, NFE, peak memory and the
-device. Peak memory is the CUDA allocator's peak on a GPU, and on the CPU the growth of the
-process's resident set during the method, sampled every 5 ms (Linux ``/proc``; ``n/a``
-elsewhere): memory the process already holds from earlier methods is reused without growth,
-so on the CPU it is a lower bound. A Markdown section headed with the date, the machine and the command is appended
-to ``results`` (atomically), and a PSNR-versus-seconds plot per task is written to ``plots``.
+device. Peak memory is the CUDA allocator's peak on a GPU. On the CPU it is the peak of the
+bytes held through ``malloc`` above the start of the method, sampled every 5 ms (glibc's
+``mallinfo2``); without glibc, the growth of the resident set (Linux ``/proc``; ``n/a``
+elsewhere), a lower bound, because memory freed earlier is reused without growth. A Markdown
+section headed with the date, the machine and the command is appended to ``results``
+(atomically), and a PSNR-versus-seconds plot per task is written to ``plots``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig
 
+from .allocator import bytes_in_use
 from .config import load_config
 from .errors import ConfigError
 from .io.atomic import atomic_write
@@ -34,7 +36,8 @@ BENCH_KEYS = ("tasks", "count", "results", "plots")
 
 
 class PeakMemory:
-    """Peak memory above the start of the block, MiB: CUDA allocator peak, or sampled CPU RSS."""
+    """Peak memory above the start of the block, MiB: the CUDA allocator's peak, or on the CPU the
+    sampled peak of :func:`recon.allocator.bytes_in_use` (the resident set without glibc)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -45,8 +48,8 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        elif Path("/proc/self/statm").is_file():
-            self._base = self._peak = _rss()
+        elif _cpu_memory() is not None:
+            self._base = self._peak = _cpu_memory()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -54,7 +57,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
-            self._peak = max(self._peak, _rss())
+            self._peak = max(self._peak, _cpu_memory())
 
     def __exit__(self, *exc: Any) -> None:
         if self.device.type == "cuda":
@@ -63,13 +66,17 @@ class PeakMemory:
         elif hasattr(self, "_thread"):
             self._stop.set()
             self._thread.join()
-            self.peak_mib = (max(self._peak, _rss()) - self._base) / 2**20
+            self.peak_mib = (max(self._peak, _cpu_memory()) - self._base) / 2**20
 
 
-def _rss() -> int:
-    """Resident set size of this process, bytes."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
+def _cpu_memory() -> int | None:
+    """Bytes held through ``malloc`` (glibc), else the resident set size (Linux), else ``None``."""
+    in_use = bytes_in_use()
+    if in_use is not None:
+        return in_use
+    if not Path("/proc/self/statm").is_file():
+        return None
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -162,9 +169,13 @@ def bench(cfg: DictConfig, overrides: list[str], command: str = "") -> str:
         raise ConfigError("bench: need count >= 1 and at least one task")
     results = {task: bench_task(task, count, overrides) for task in tasks}
     device = resolve_device(str(load_config(overrides).device))
-    memory_note = ("peak memory: the CUDA allocator's peak during the method" if device.type == "cuda" else
-                   "peak memory: growth of the process's resident set during the method; memory the process "
-                   "already held (from earlier methods) is reused and not counted, so small values mean no growth")
+    if device.type == "cuda":
+        memory_note = "peak memory: the CUDA allocator's peak during the method"
+    elif bytes_in_use() is not None:
+        memory_note = "peak memory: peak of the bytes held through malloc during the method, above its start"
+    else:
+        memory_note = ("peak memory: growth of the process's resident set during the method; memory the process "
+                       "already held (from earlier methods) is reused and not counted, so small values mean no growth")
     header = (f"### recon bench, {time.strftime('%Y-%m-%d %H:%M')}: {machine_description(device)}\n\n"
               f"`python -m recon bench {command}`\n\n{memory_note}")
     section = format_section(results, header)

@@ -7,21 +7,15 @@ import sys
 import pytest
 
 PROBE = """
-import ctypes, sys, torch
-from recon.allocator import reuse_freed_memory
+import sys, torch
+from recon.allocator import malloc_info, reuse_freed_memory
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory() is True
 block = torch.ones(64 * 2**20 // 4)  # 64 MiB
-held = libc.mallinfo2()
+held = malloc_info()
 del block
-freed = libc.mallinfo2()
+freed = malloc_info()
 print(held.hblkhd >> 20, freed.fordblks >> 20)  # MiB mmapped while held, MiB free in the heap after
 """
 

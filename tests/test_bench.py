@@ -28,6 +28,13 @@ def test_bench_appends_a_table_per_task_and_plots(tmp_path):
 
 
 def test_peak_memory_sees_a_large_allocation():
+    """Even when the memory is already resident: freed earlier and kept by the allocator, as
+    CPU runs do (``reuse_freed_memory``), so that the resident set does not grow."""
+    from recon.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
+    warm = torch.ones(64 * 2**20 // 4)
+    del warm
     with PeakMemory(torch.device("cpu")) as small:
         torch.zeros(10)
     with PeakMemory(torch.device("cpu")) as large:
