@@ -5,7 +5,7 @@ command-line override that is not one of bench's own keys), the task's own metho
 gets PSNR and SSIM (mean ± sd over the cases), seconds per slice, NFE, peak memory and the
 device. Peak memory is the CUDA allocator's peak on a GPU. On the CPU it is the peak of the
 bytes held through ``malloc`` above the start of the method, sampled every 5 ms (glibc's
-``mallinfo2``); without glibc, the growth of the resident set (Linux ``/proc``; ``n/a``
+``mallinfo2``; an allocation held for less than that may be missed); without glibc, the growth of the resident set (Linux ``/proc``; ``n/a``
 elsewhere), a lower bound, because memory freed earlier is reused without growth. A Markdown
 section headed with the date, the machine and the command is appended to ``results``
 (atomically), and a PSNR-versus-seconds plot per task is written to ``plots``.

@@ -1,5 +1,7 @@
 """``python -m recon bench``: tables appended atomically, plots written, memory measured."""
 
+import time
+
 import pytest
 import torch
 
@@ -40,6 +42,7 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory(torch.device("cpu")) as large:
         x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         x.add_(1)
+        time.sleep(0.05)  # held for 10 sampling periods: the peak is sampled every 5 ms
         del x
     assert large.peak_mib > 40 and small.peak_mib < large.peak_mib
 
