@@ -67,9 +67,10 @@ class CTGeometry:
 _CPU_PROJECTOR = {"parallel": "linear", "fan": "line_fanflat"}
 
 
-def _delete_projectors(ids: dict) -> None:
+def _delete_projectors(ids: dict, module: str = "projector") -> None:
+    """Free the astra projectors in ``ids`` (``module``: ``projector`` for 2D, ``projector3d``)."""
     for projector_id in ids.values():
-        astra.projector.delete(projector_id)
+        getattr(astra, module).delete(projector_id)
     ids.clear()
 
 

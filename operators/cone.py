@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._astra import Backproject, Project, astra
+from ._astra import Backproject, Project, _delete_projectors, astra
 from .base import LinearOperator
 from .ct import AngleLike, _angle_tuple
 
@@ -66,7 +66,7 @@ class _ConeProjector:
         self.geometry = geometry
         self._vol, self._proj = geometry.astra_geometries()
         self._ids: dict[int, int] = {}
-        self._finalizer = weakref.finalize(self, _delete_projectors3d, self._ids)
+        self._finalizer = weakref.finalize(self, _delete_projectors, self._ids, "projector3d")
 
     def _projector(self, device: torch.device) -> int:
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -97,12 +97,6 @@ class _ConeProjector:
                 direct_BP3D(projector, target, item)
         torch.cuda.synchronize(device)
         return out.reshape(*data.shape[:-3], *out_shape).to(data.device, data.dtype)
-
-
-def _delete_projectors3d(ids: dict) -> None:
-    for projector_id in ids.values():
-        astra.projector3d.delete(projector_id)
-    ids.clear()
 
 
 class ConeBeamCT(LinearOperator):

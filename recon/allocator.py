@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 # glibc's mallopt parameters (malloc.h).
@@ -29,23 +30,24 @@ class MallInfo2(ctypes.Structure):
                                                        "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    """The C library, loaded once (``malloc_info`` is sampled every few milliseconds)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
+    if hasattr(libc, "mallinfo2"):
+        libc.mallinfo2.restype = MallInfo2
+    return libc
 
 
 def malloc_info() -> MallInfo2 | None:
     """glibc's allocation statistics over all arenas (``mallinfo2``, glibc >= 2.33), or ``None``."""
-    libc = _libc()
-    fn = getattr(libc, "mallinfo2", None)
-    if fn is None:
-        return None
-    fn.restype = MallInfo2
-    return fn()
+    fn = getattr(_libc(), "mallinfo2", None)
+    return None if fn is None else fn()
 
 
 def bytes_in_use() -> int | None:

@@ -48,8 +48,8 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
-        elif _cpu_memory() is not None:
-            self._base = self._peak = _cpu_memory()
+        elif (base := _cpu_memory()) is not None:
+            self._base = self._peak = base
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
