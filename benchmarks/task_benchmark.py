@@ -9,8 +9,10 @@ case's and the run's overrides), so the numbers are those of ``python -m recon r
 ``--split train`` tunes on training phantoms (``data.split=train``); the default is the
 task's own data (held-out test phantoms, or the held-out MRI slab). ``--vary-seed`` draws a
 new measurement noise per phantom (``seed=i``); structured-noise tasks add the noise error
-``||n_hat - n|| / ||n||`` column. Methods are labelled ``name-NFE`` (``dds-100``), followed by the run's
-overrides when there are several runs. Seconds are per slice on this machine.
+``||n_hat - n|| / ||n||`` column, and volume tasks the z-PSNR column (the agreement of
+neighbouring slices, :func:`recon.metrics.z_psnr`). Methods are labelled ``name-NFE``
+(``dds-100``), followed by the run's overrides when there are several runs. Seconds are per
+case on this machine: per slice, or per volume for the 3D tasks.
 Prints a Markdown table.
 """
 
@@ -28,15 +30,16 @@ from recon.run import build_methods, noise_estimates, resolve_device, run_method
 
 
 def summarise(rows: list[dict[str, float]]) -> str:
-    """``PSNR ± sd | SSIM ± sd | seconds | NFE`` over ``rows`` of method metrics, and
-    ``| noise error ± sd`` for structured-noise tasks."""
+    """``PSNR ± sd | SSIM ± sd | [z-PSNR ± sd |] seconds | NFE`` over ``rows`` of method metrics
+    (z-PSNR for volumes), and ``| noise error ± sd`` for structured-noise tasks."""
     def ms(key: str, digits: int) -> str:
         vals = [r[key] for r in rows]
         sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
         return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
 
     noise = f" | {ms('noise_error', 3)}" if "noise_error" in rows[0] else ""
-    return (f"{ms('psnr', 2)} | {ms('ssim', 4)} | {statistics.mean(r['seconds'] for r in rows):.2f} | "
+    z = f"{ms('z_psnr', 2)} | " if "z_psnr" in rows[0] else ""
+    return (f"{ms('psnr', 2)} | {ms('ssim', 4)} | {z}{statistics.mean(r['seconds'] for r in rows):.2f} | "
             f"{int(rows[0]['nfe'])}{noise}")
 
 
@@ -77,8 +80,10 @@ def main() -> None:
         for label, rows in labels.items():
             results[f"{label} [{run}]" if run and len(args.runs) > 1 else label] = rows
     noise = any("noise_error" in rows[0] for rows in results.values())
-    print("| method | PSNR [dB] | SSIM | seconds/slice | NFE |" + (" noise error |" if noise else ""))
-    print("| --- | --- | --- | --- | --- |" + (" --- |" if noise else ""))
+    volume = any("z_psnr" in rows[0] for rows in results.values())
+    print("| method | PSNR [dB] | SSIM |" + (" z-PSNR [dB] |" if volume else "") + " seconds/case | NFE |"
+          + (" noise error |" if noise else ""))
+    print("| --- | --- | --- | --- | --- |" + (" --- |" if noise else "") + (" --- |" if volume else ""))
     for name, rows in results.items():
         print(f"| {name} ({len(rows)}) | {summarise(rows)} |", flush=True)
 

@@ -126,13 +126,15 @@ def format_section(results: dict[str, dict[str, list[dict[str, Any]]]], header: 
     """The Markdown section: a header line, then one table per task."""
     lines = [header, ""]
     for task, methods in results.items():
-        lines += [f"#### {task}", "", "| method | cases | PSNR [dB] | SSIM | seconds/slice | NFE | peak memory [MiB] | device |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        volume = all("z_psnr" in r for rows in methods.values() for r in rows)  # 3D tasks: z-PSNR too
+        lines += [f"#### {task}", "", "| method | cases | PSNR [dB] | SSIM | " + ("z-PSNR [dB] | " if volume else "")
+                  + "seconds/slice | NFE | peak memory [MiB] | device |", "| --- " * (9 if volume else 8) + "|"]
         for label, rows in methods.items():
             peaks = [r["peak_mib"] for r in rows if r["peak_mib"] is not None]
             peak = f"{max(peaks):.0f}" if peaks else "n/a"
+            z = f"{_mean_sd([r['z_psnr'] for r in rows], 2)} | " if volume else ""
             lines.append(f"| {label} | {len(rows)} | {_mean_sd([r['psnr'] for r in rows], 2)} | "
-                         f"{_mean_sd([r['ssim'] for r in rows], 4)} | "
+                         f"{_mean_sd([r['ssim'] for r in rows], 4)} | {z}"
                          f"{statistics.mean(r['seconds_per_slice'] for r in rows):.2f} | {rows[0]['nfe']} | "
                          f"{peak} | {rows[0]['device']} |")
         lines.append("")

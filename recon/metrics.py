@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR, SSIM, NMSE.
+"""Image quality metrics: PSNR, SSIM, NMSE, and z-PSNR for volumes.
 
 Conventions (those of fastMRI's ``evaluate.py``): the *target* sets the data range,
 ``data_range = max(target)`` unless given (for CT in attenuation units this is the
@@ -7,6 +7,12 @@ are computed over the whole array (a slice or a volume). SSIM uses a 7x7 uniform
 K1 = 0.01, K2 = 0.03 and sample covariance, computed per 2D slice over the window positions
 that lie fully inside the image and averaged (identical to scikit-image's
 ``structural_similarity(..., data_range=max)`` per slice).
+
+z-PSNR is the PSNR of the slice-to-slice differences ``x[k+1] - x[k]`` against the target's
+(same data range): it scores how well neighbouring slices agree, i.e. the streaks that slice-wise
+reconstruction leaves in coronal and sagittal views, which whole-volume PSNR mixes with in-plane
+error. Independent errors of variance ``s^2`` per voxel give z-PSNR = PSNR - 3.01 dB; an error
+shared by every slice gives infinity (up to rounding).
 
 Inputs are torch tensors or NumPy arrays of matching shape ``(..., H, W)``; results are
 Python floats. Complex inputs are compared in magnitude.
@@ -86,10 +92,29 @@ def ssim(
     return float(s.mean(dim=(1, 2, 3)).mean())
 
 
+def z_psnr(recon: ArrayLike, target: ArrayLike, data_range: float | None = None) -> float:
+    """PSNR in dB of the differences between neighbouring slices of ``(..., D, H, W)`` arrays, ``D >= 2``.
+
+    ``data_range`` defaults to ``max(target)`` (that of :func:`psnr`, so the two compare).
+    """
+    x, ref = _prepare(recon, target)
+    if x.dim() < 3 or x.shape[-3] < 2:
+        raise ValueError(f"z-PSNR needs a volume (..., D, H, W) with D >= 2 slices, got {tuple(x.shape)}")
+    peak = float(ref.max()) if data_range is None else float(data_range)
+    mse = float(((x.diff(dim=-3) - ref.diff(dim=-3)) ** 2).mean())
+    return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
 def evaluate(recon: ArrayLike, target: ArrayLike, data_range: float | None = None) -> dict[str, float]:
-    """``{"psnr", "ssim", "nmse"}`` of ``recon`` against ``target``."""
-    return {
+    """``{"psnr", "ssim", "nmse"}`` of ``recon`` against ``target``, and ``"z_psnr"`` for volumes.
+
+    A volume is a 5D array ``(B, C, D, H, W)`` with ``D >= 2`` (the 3D tasks' layout).
+    """
+    metrics = {
         "psnr": psnr(recon, target, data_range),
         "ssim": ssim(recon, target, data_range),
         "nmse": nmse(recon, target),
     }
+    if len(recon.shape) == 5 and recon.shape[2] >= 2:
+        metrics["z_psnr"] = z_psnr(recon, target, data_range)
+    return metrics

@@ -339,10 +339,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def format_table(methods: dict[str, dict[str, float]]) -> str:
-    """A plain-text table: method, PSNR, SSIM, NMSE, seconds, NFE."""
-    lines = [f"{'method':<16}{'PSNR [dB]':>10}{'SSIM':>8}{'NMSE':>10}{'seconds':>10}{'NFE':>7}"]
+    """A plain-text table: method, PSNR, SSIM, NMSE, [z-PSNR for volumes,] seconds, NFE."""
+    volume = all("z_psnr" in m for m in methods.values())
+    lines = [f"{'method':<16}{'PSNR [dB]':>10}{'SSIM':>8}{'NMSE':>10}" + (f"{'z-PSNR':>8}" if volume else "")
+             + f"{'seconds':>10}{'NFE':>7}"]
     for name, m in methods.items():
-        lines.append(f"{name:<16}{m['psnr']:>10.2f}{m['ssim']:>8.4f}{m['nmse']:>10.2e}"
+        z = f"{m['z_psnr']:>8.2f}" if volume else ""
+        lines.append(f"{name:<16}{m['psnr']:>10.2f}{m['ssim']:>8.4f}{m['nmse']:>10.2e}{z}"
                      f"{m['seconds']:>10.2f}{m['nfe']:>7d}")
     return "\n".join(lines)
 

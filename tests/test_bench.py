@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from recon.app import main
-from recon.bench import PeakMemory
+from recon.bench import PeakMemory, format_section
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,6 +27,18 @@ def test_bench_appends_a_table_per_task_and_plots(tmp_path):
     assert (tmp_path / "plots" / "inpainting.png").stat().st_size > 0
     assert main(args) == 0  # a second run appends a second section
     assert results.read_text().count("### recon bench") == 2
+
+
+def test_volume_tasks_get_a_z_psnr_column():
+    row = {"psnr": 30.0, "ssim": 0.9, "z_psnr": 27.5, "seconds_per_slice": 1.0, "nfe": 20, "peak_mib": 5.0,
+           "device": "cpu"}
+    table = [line for line in format_section({"ct3d_sparse": {"dds_3d-20": [row, row]}}, "###").splitlines()
+             if line.startswith("| ")]
+    assert "| SSIM | z-PSNR [dB] | seconds/slice |" in table[0]
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert table[2].split(" | ")[4] == "27.50 ± 0.00"
+    without = format_section({"sparse_ct": {"dds-20": [{k: v for k, v in row.items() if k != "z_psnr"}]}}, "###")
+    assert "z-PSNR" not in without
 
 
 def test_peak_memory_sees_a_large_allocation():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from recon.metrics import evaluate, nmse, psnr, ssim
+from recon.metrics import evaluate, nmse, psnr, ssim, z_psnr
 
 
 @pytest.fixture
@@ -42,3 +42,18 @@ def test_shape_mismatch_is_an_error(pair):
     recon, target = pair
     with pytest.raises(ValueError, match="shape mismatch"):
         psnr(recon[:2], target)
+
+
+def test_z_psnr_scores_slice_to_slice_disagreement():
+    rng = np.random.default_rng(1)
+    target = rng.random((1, 1, 12, 40, 40))
+    independent = target + 0.05 * rng.standard_normal(target.shape)
+    shared = target + 0.05 * rng.standard_normal((1, 1, 1, 40, 40))  # one error pattern in every slice
+    diff = np.diff(independent, axis=2) - np.diff(target, axis=2)
+    assert z_psnr(independent, target) == pytest.approx(10 * np.log10(target.max() ** 2 / np.mean(diff**2)), rel=1e-12)
+    # iid errors: the differences have twice the variance, so z-PSNR sits 3 dB below PSNR
+    assert z_psnr(independent, target) == pytest.approx(psnr(independent, target) - 10 * np.log10(2), abs=0.1)
+    assert z_psnr(shared, target) > 200 and psnr(shared, target) < 30  # rounding error only
+    assert set(evaluate(independent, target)) == {"psnr", "ssim", "nmse", "z_psnr"}
+    with pytest.raises(ValueError, match="D >= 2"):
+        z_psnr(target[:, :, :1], target[:, :, :1])

@@ -1,6 +1,7 @@
 """3D: slice-stack operators, z-TV ADMM, the volume samplers, phantom volumes, NIfTI volumes, the 3D task."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -112,6 +113,7 @@ def test_ct3d_task_end_to_end(tmp_path):
     report = json.loads((run_dir / "metrics.json").read_text())
     assert list(report["methods"]) == ["fbp", "independent_2d", "slice_coupled", "dds_3d"]
     assert report["methods"]["slice_coupled"]["nfe"] == 4
+    assert all(math.isfinite(m["z_psnr"]) for m in report["methods"].values())  # slice-to-slice agreement
     for name in report["methods"]:
         volume, spacing = load_volume(run_dir / f"recon_{name}.nii.gz")
         assert volume.shape == (3, 32, 32) and spacing[2] == pytest.approx(5.0)
