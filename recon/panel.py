@@ -62,24 +62,38 @@ def save_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarra
 def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np.ndarray],
                       metrics: dict[str, dict[str, float]], aspect: float = 1.0, title: str = "") -> None:
     """Write ``path`` (PNG) for ``(D, H, W)`` volumes: one column per volume (truth, then each
-    method), rows = the central axial, coronal and sagittal planes. ``aspect`` is the slice
-    thickness over the pixel size (stretches the coronal and sagittal views to scale)."""
+    method); rows = the central axial, coronal and sagittal planes, then each method's absolute
+    error in the coronal and sagittal planes (where slice-to-slice disagreement shows as streaks
+    along z). ``aspect`` is the slice thickness over the pixel size (stretches the coronal and
+    sagittal views to scale). Images use the window ``[0, max(truth)]``; the error maps share one
+    colour scale, the median over methods of their 99.5th percentile (so one poor baseline does
+    not wash out the others)."""
     plt = _pyplot()
 
     volumes = {"truth": truth, **results}
     d, h, w = truth.shape
-    views = {"axial": lambda v: v[d // 2], "coronal": lambda v: v[:, h // 2, :], "sagittal": lambda v: v[:, :, w // 2]}
-    fig, axes = plt.subplots(3, len(volumes), figsize=(2.6 * len(volumes), 2.6 + 2 * 1.3 * max(d * aspect / h, 0.3)),
-                             squeeze=False, gridspec_kw={"height_ratios": [1.0, *[max(d * aspect / h, 0.3)] * 2]})
+    planes = {"axial": lambda v: v[d // 2], "coronal": lambda v: v[:, h // 2, :], "sagittal": lambda v: v[:, :, w // 2]}
+    rows = [*planes, "coronal", "sagittal"]
+    flat = max(d * aspect / h, 0.3)  # height of a coronal/sagittal row relative to the axial row
+    fig, axes = plt.subplots(len(rows), len(volumes), figsize=(2.6 * len(volumes), 2.6 + 4 * 1.3 * flat),
+                             squeeze=False, gridspec_kw={"height_ratios": [1.0, *[flat] * 4]})
     vmax = float(truth.max()) or 1.0
+    errors = {name: np.abs(volume - truth) for name, volume in results.items()}
+    emax = float(np.median([np.percentile(e, 99.5) for e in errors.values()])) if errors else 1.0
     for col, (name, volume) in enumerate(volumes.items()):
         m = metrics.get(name)
-        label = name if m is None else f"{name}\n{m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
-        for row, (plane, cut) in enumerate(views.items()):
+        label = name if m is None else f"{name}\n{m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}" + (
+            f"\nz-PSNR {m['z_psnr']:.2f} dB" if "z_psnr" in m else "")
+        for row, plane in enumerate(rows):
             ax = axes[row, col]
-            ax.imshow(cut(volume), cmap="gray", vmin=0, vmax=vmax, aspect=1.0 if plane == "axial" else aspect)
-            ax.set_title(label if row == 0 else plane, fontsize=9)
             ax.axis("off")
+            shape = {"aspect": 1.0 if plane == "axial" else aspect}
+            if row < 3:
+                ax.imshow(planes[plane](volume), cmap="gray", vmin=0, vmax=vmax, **shape)
+                ax.set_title(label if row == 0 else plane, fontsize=9)
+            elif name in errors:
+                ax.imshow(planes[plane](errors[name]), cmap="magma", vmin=0, vmax=emax or 1.0, **shape)
+                ax.set_title(f"{plane} |error|", fontsize=9)
     _save_figure(fig, path, title)
 
 
