@@ -38,6 +38,12 @@ class SliceStack(LinearOperator):
     def adjoint(self, y: Tensor) -> Tensor:
         return self._per_slice(self.slice_operator.adjoint, y, tuple(self.in_shape[2:]))
 
+    def norm(self, iterations: int = 50, *, generator: torch.Generator | None = None,
+             dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> float:
+        """``||A||_2``: that of the slice operator, since the stack is block diagonal with identical
+        blocks (power iteration on one slice, ``depth`` times cheaper than on the volume)."""
+        return self.slice_operator.norm(iterations, generator=generator, dtype=dtype, device=device)
+
 
 def parallel_beam_ct3d(image_size: int, depth: int, views: int, arc_degrees: float = 180.0,
                        start_degrees: float = 0.0, detector_count: int | None = None,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from operators import MatrixOperator
+from operators import LinearOperator, MatrixOperator
 from operators.volume import SliceStack, parallel_beam_ct3d, z_difference, z_difference_adjoint
 from priors import GaussianPrior
 from recon.app import main
@@ -25,6 +25,12 @@ def test_slice_stack_adjoint_and_per_slice_action():
     y = torch.rand(2, *A.out_shape, generator=G, dtype=torch.float64)
     assert float((A(x) * y).sum()) == pytest.approx(float((x * A.adjoint(y)).sum()), rel=1e-6)
     assert torch.allclose(A(x)[:, :, 3], A.slice_operator(x[:, :, 3]), atol=1e-6)
+
+
+def test_slice_stack_norm_is_that_of_one_slice():
+    A = parallel_beam_ct3d(32, 5, 6, pixel_size=0.5)
+    on_volume = LinearOperator.norm(A, 100, generator=torch.Generator().manual_seed(1))  # power iteration on the stack
+    assert A.norm(generator=torch.Generator().manual_seed(2)) == pytest.approx(on_volume, rel=1e-4)
 
 
 def test_z_difference_adjoint():
