@@ -75,7 +75,7 @@ def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np
     planes = {"axial": lambda v: v[d // 2], "coronal": lambda v: v[:, h // 2, :], "sagittal": lambda v: v[:, :, w // 2]}
     rows = [*planes, "coronal", "sagittal"]
     flat = max(d * aspect / h, 0.3)  # height of a coronal/sagittal row relative to the axial row
-    fig, axes = plt.subplots(len(rows), len(volumes), figsize=(2.6 * len(volumes), 2.6 + 4 * 1.3 * flat),
+    fig, axes = plt.subplots(len(rows), len(volumes), figsize=(2.6 * len(volumes), 3.2 + 4 * 1.6 * flat),
                              squeeze=False, gridspec_kw={"height_ratios": [1.0, *[flat] * 4]})
     vmax = float(truth.max()) or 1.0
     errors = {name: np.abs(volume - truth) for name, volume in results.items()}
