@@ -124,3 +124,41 @@ def test_ct3d_task_end_to_end(tmp_path):
         volume, spacing = load_volume(run_dir / f"recon_{name}.nii.gz")
         assert volume.shape == (3, 32, 32) and spacing[2] == pytest.approx(5.0)
     assert (run_dir / "panel.png").stat().st_size > 0 and (run_dir / "ground_truth.nii.gz").is_file()
+
+
+def _ct3d_seeds_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ct3d_seeds.py"
+    spec = importlib.util.spec_from_file_location("ct3d_seeds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_diagnostics_split_variance_from_bias():
+    seeds = _ct3d_seeds_module()
+    g = torch.Generator().manual_seed(3)
+    truth = torch.rand(1, 1, 6, 24, 24, generator=g, dtype=torch.float64)
+    bias = 0.1 * torch.randn(1, 1, 1, 24, 24, generator=g, dtype=torch.float64)  # shared by every slice
+    draws = [truth + bias + 0.1 * torch.randn(truth.shape, generator=g, dtype=torch.float64) for _ in range(200)]
+    # variance 0.01 per voxel, squared bias 0.01: half the per-draw MSE is sampling variance
+    assert seeds.variance_share(draws, truth) == pytest.approx(0.5, abs=0.03)
+    assert seeds.neighbour_correlation(bias.expand_as(truth)) == pytest.approx(1.0)
+    assert abs(seeds.neighbour_correlation(draws[0] - truth - bias)) < 0.1  # independent noise per slice
+
+
+def test_ct3d_seeds_script_runs_small():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ct3d_seeds.py"
+    done = subprocess.run([sys.executable, str(script), "--task", "ct3d_sparse", "--volumes", "0", "--seeds", "2",
+                           "--overrides", "data.size=32 data.depth=3 samplers.independent_2d.steps=2 "
+                           "samplers.dds_3d.steps=2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 0 |")]
+    assert [r[1] for r in rows] == ["independent_2d", "dds_3d"]
+    assert all(0 <= float(r[5]) <= 1 for r in rows)  # the variance share is a fraction
