@@ -87,12 +87,12 @@ def save_volume_panel(path: str | Path, truth: np.ndarray, results: dict[str, np
         for row, plane in enumerate(rows):
             ax = axes[row, col]
             ax.axis("off")
-            shape = {"aspect": 1.0 if plane == "axial" else aspect}
+            scale = {"aspect": 1.0 if plane == "axial" else aspect}
             if row < 3:
-                ax.imshow(planes[plane](volume), cmap="gray", vmin=0, vmax=vmax, **shape)
+                ax.imshow(planes[plane](volume), cmap="gray", vmin=0, vmax=vmax, **scale)
                 ax.set_title(label if row == 0 else plane, fontsize=9)
             elif name in errors:
-                ax.imshow(planes[plane](errors[name]), cmap="magma", vmin=0, vmax=emax or 1.0, **shape)
+                ax.imshow(planes[plane](errors[name]), cmap="magma", vmin=0, vmax=emax or 1.0, **scale)
                 ax.set_title(f"{plane} |error|", fontsize=9)
     _save_figure(fig, path, title)
 
