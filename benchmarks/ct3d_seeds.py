@@ -43,6 +43,11 @@ def variance_share(draws: list[torch.Tensor], truth: torch.Tensor) -> float:
     return variance / statistics.mean(float(((x - truth) ** 2).mean()) for x in draws)
 
 
+def spread(values: list[float], digits: int) -> str:
+    """``mean [min, max]`` of ``values``."""
+    return f"{statistics.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True)
@@ -65,15 +70,12 @@ def main() -> None:
         for name in args.methods:
             draws = [methods[name](case.y, case.physics, generator=torch.Generator(device=device).manual_seed(s))
                      for s in range(args.seeds)]
-            scores = [evaluate(x, case.truth) for x in draws]
-
-            def summary(key: str, digits: int) -> str:
-                values = [s[key] for s in scores]
-                return f"{statistics.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
-
+            metrics = [evaluate(x, case.truth) for x in draws]
+            scores = {key: [m[key] for m in metrics] for key in ("psnr", "ssim", "z_psnr")}
             share = variance_share(draws, case.truth)
             correlation = statistics.mean(neighbour_correlation(x - case.truth) for x in draws)
-            print(f"| {index} | {name} | {summary('psnr', 2)} | {summary('ssim', 4)} | {summary('z_psnr', 2)} | "
+            print(f"| {index} | {name} | {spread(scores['psnr'], 2)} | {spread(scores['ssim'], 4)} | "
+                  f"{spread(scores['z_psnr'], 2)} | "
                   f"{share:.3f} | {-10 * math.log10(max(1 - share, 1e-12)):.2f} | {correlation:.2f} |", flush=True)
 
 

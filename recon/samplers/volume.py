@@ -183,7 +183,8 @@ class DDS3D(_VolumeSampler):
     variables persist across steps), clamped again, then ``z_prev = sqrt(abar_prev)
     encode(x) + sqrt(1 - abar_prev) (eta noise + sqrt(1 - eta^2) eps)`` as
     :class:`~recon.samplers.DDS`. Far fewer steps than :class:`SliceCoupled`: at 20 steps it
-    measured 0.3-0.8 dB above the slice-coupled sampler at 200 (``benchmarks/RESULTS.md``).
+    measured 0.3-0.8 dB above the slice-coupled sampler at 200 at 8 views, and equal to it
+    within 0.3 dB at a 90 degree wedge (``benchmarks/RESULTS.md``).
     ``nfe`` is per slice.
 
     Defaults ``rho = 0.01``, ``lam = 0.0005`` (in :class:`ZTVConsistency`'s dimensionless
