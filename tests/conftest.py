@@ -1,7 +1,18 @@
-"""Shared fixtures."""
+"""Shared fixtures, and the ``cuda`` marker: tests that need a CUDA GPU carry
+``@pytest.mark.cuda`` and skip without one (``pytest -m cuda`` selects them on a GPU machine;
+``benchmarks/device_run.sh`` runs them there)."""
 
 import pytest
 import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here); benchmarks/device_run.sh runs it on one")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -8,7 +8,11 @@ from operators import inner
 from operators.cone import cone_beam_ct, cone_beam_unavailable, cone_geometry
 
 REASON = cone_beam_unavailable()
-needs_gpu = pytest.mark.skipif(REASON is not None, reason=f"skipped: {REASON}")
+
+
+def needs_gpu(test):
+    """A CUDA test (``pytest -m cuda``) that also needs astra's CUDA build."""
+    return pytest.mark.cuda(pytest.mark.skipif(REASON is not None, reason=f"skipped: {REASON}")(test))
 
 
 def test_without_a_gpu_the_operator_says_what_is_missing():

@@ -179,7 +179,7 @@ def test_no_astra_projector_leak(capfd):
     assert _projector_count(capfd) == before
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("kind", ["parallel", "fan"])
 def test_cuda_matches_cpu(kind):
     op = make(kind)

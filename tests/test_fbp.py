@@ -82,7 +82,7 @@ def test_options_and_nfe():
         FBP()(torch.zeros(1, 1, 9, op.geometry.detector_count), op)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("kind", ["parallel", "fan"])
 def test_cuda_matches_cpu(phantom, kind):
     op = FACTORIES[kind](N, 60)
