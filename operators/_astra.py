@@ -6,6 +6,7 @@ size. Projection maps ``(..., N, N) -> (..., views, detectors)`` float tensors.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -45,6 +46,25 @@ class CTGeometry:
     source_distance: float | None = None
     detector_distance: float | None = None
 
+    def __post_init__(self) -> None:
+        def bad(what: str) -> ValueError:
+            return ValueError(f"CT geometry: {what} (got {self})")
+
+        if self.kind not in ("parallel", "fan"):
+            raise bad(f"unknown kind {self.kind!r}; expected 'parallel' or 'fan'")
+        if int(self.image_size) < 1 or int(self.detector_count) < 1 or not self.angles:
+            raise bad("image_size, detector_count and the number of angles must be positive")
+        if not np.all(np.isfinite(self.angles)):
+            raise bad("angles must be finite")
+        for name in ("detector_spacing", "pixel_size"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise bad(f"{name} must be positive and finite")
+        if self.kind == "fan":
+            sd, dd = self.source_distance, self.detector_distance
+            if sd is None or dd is None or not (math.isfinite(sd) and sd > 0 and math.isfinite(dd) and dd >= 0):
+                raise bad("fan beam needs a positive source_distance and a non-negative detector_distance")
+
     def astra_geometries(self) -> tuple[dict, dict]:
         """The astra (volume, projection) geometry dictionaries, in pixel units."""
         vol = astra.create_vol_geom(self.image_size, self.image_size)
@@ -67,6 +87,18 @@ class CTGeometry:
 _CPU_PROJECTOR = {"parallel": "linear", "fan": "line_fanflat"}
 
 
+def create_cpu_projector(geometry: CTGeometry, vol: dict, proj: dict) -> int:
+    """astra's matched CPU projector for ``geometry``; astra's refusal becomes a ``ValueError``."""
+    return _create(geometry, _CPU_PROJECTOR[geometry.kind], proj, vol)
+
+
+def _create(geometry: CTGeometry, kind: str, proj: dict, vol: dict, **options) -> int:
+    try:
+        return astra.create_projector(kind, proj, vol, **options)
+    except Exception as err:  # astra.log.AstraError; astra is imported lazily
+        raise ValueError(f"astra cannot build a {kind!r} projector for {geometry}: {err}") from None
+
+
 def _delete_projectors(ids: dict, module: str = "projector") -> None:
     """Free the astra projectors in ``ids`` (``module``: ``projector`` for 2D, ``projector3d``)."""
     for projector_id in ids.values():
@@ -77,10 +109,12 @@ def _delete_projectors(ids: dict, module: str = "projector") -> None:
 class AstraProjector:
     """Owns the astra projectors of one geometry and frees them with this object.
 
-    The CPU projector is matched (backprojection = exact transpose). On CUDA tensors, when
-    astra was built with CUDA, a per-GPU ``cuda`` projector works on device memory directly;
-    its backprojection is only approximately the transpose. Otherwise CUDA tensors are
-    projected on the CPU and copied back.
+    The CT operators' ``backend="astra"`` (the default ``"auto"`` uses ``_matrix`` unless the
+    system matrix would be too large). The CPU projector is matched (backprojection = exact
+    transpose), one slice at a time. On CUDA tensors, when astra was built with CUDA, a
+    per-GPU ``cuda`` projector works on device memory directly; its backprojection is only
+    approximately the transpose (``benchmarks/ct_projector.py`` measures the mismatch).
+    Otherwise CUDA tensors are projected on the CPU and copied back.
     """
 
     def __init__(self, geometry: CTGeometry):
@@ -96,12 +130,9 @@ class AstraProjector:
         key = device.index if device.type == "cuda" else None
         if key not in self._ids:
             if key is None:
-                kind = _CPU_PROJECTOR[self.geometry.kind]
-                self._ids[key] = astra.create_projector(kind, self._proj, self._vol)
+                self._ids[key] = create_cpu_projector(self.geometry, self._vol, self._proj)
             else:
-                self._ids[key] = astra.create_projector(
-                    "cuda", self._proj, self._vol, options={"GPUindex": key}
-                )
+                self._ids[key] = _create(self.geometry, "cuda", self._proj, self._vol, options={"GPUindex": key})
         return self._ids[key]
 
     def project(self, x: Tensor) -> Tensor:

@@ -21,7 +21,11 @@ parallel beam. Distances and spacings are in pixels.
 These are astra's own conventions (verified against analytic line integrals), so no angle
 or sign remapping happens. Units: the image is in 1/length (e.g. 1/cm), ``pixel_size`` in
 length (cm); sinograms are dimensionless line integrals. Forward and adjoint are both scaled
-by ``pixel_size`` so the adjoint stays exact (CPU projectors are matched; see ``_astra``).
+by ``pixel_size`` so the adjoint stays exact.
+
+Devices. By default astra computes the geometry's system matrix once (its CPU projectors) and
+torch applies it on whatever device the image is on, the adjoint being its exact transpose
+(``_matrix``); ``backend="astra"`` calls astra's projectors instead (``_astra``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ._astra import AstraProjector, Backproject, CTGeometry, Project
+from ._matrix import MatrixProjector, matrix_bytes_estimate
 from .base import LinearOperator
 
 AngleLike = Tensor | np.ndarray | Sequence[float]
@@ -77,18 +82,34 @@ def _angle_tuple(angles: AngleLike) -> tuple[float, ...]:
     return tuple(float(a) for a in values)
 
 
+BACKENDS = ("auto", "matrix", "astra")
+
+
 class _AstraCT(LinearOperator):
     """Shared body of the CT operators: ``(B, C, N, N) -> (B, C, views, detectors)``.
 
     Buffers: ``angles`` (radians, float64). ``geometry`` is the :class:`CTGeometry`.
+
+    ``backend``: ``"matrix"`` applies astra's system matrix with torch on the input's device
+    (CPU or GPU), the whole batch in one sparse product, the adjoint its exact transpose
+    (``operators._matrix``); ``"astra"`` calls astra's projectors slice by slice (exact
+    adjoint on the CPU; on a GPU with a CUDA build of astra its ``cuda`` projector, whose
+    adjoint is approximate); ``"auto"`` (default) is ``"matrix"`` unless the matrix would take
+    more than ``matrix_limit_mib`` MiB (estimate: :func:`operators._matrix.matrix_bytes_estimate`).
     """
 
-    def __init__(self, geometry: CTGeometry):
+    def __init__(self, geometry: CTGeometry, backend: str = "auto", matrix_limit_mib: float = 1024):
+        if backend not in BACKENDS:
+            raise ValueError(f"CT backend={backend!r}: expected one of {BACKENDS}")
         n = geometry.image_size
         super().__init__((1, n, n), (1, len(geometry.angles), geometry.detector_count))
         self.geometry = geometry
         self.register_buffer("angles", torch.tensor(geometry.angles, dtype=torch.float64), persistent=False)
-        self._projector = AstraProjector(geometry)
+        if backend == "auto":
+            fits = matrix_bytes_estimate(geometry) <= float(matrix_limit_mib) * 2**20
+            backend = "matrix" if fits else "astra"
+        self.backend = backend
+        self._projector = MatrixProjector(geometry) if backend == "matrix" else AstraProjector(geometry)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.geometry.pixel_size * Project.apply(x, self._projector)
@@ -100,7 +121,7 @@ class _AstraCT(LinearOperator):
         g = self.geometry
         return (
             f"image_size={g.image_size}, views={len(g.angles)}, detectors={g.detector_count}, "
-            f"pixel_size={g.pixel_size}"
+            f"pixel_size={g.pixel_size}, backend={self.backend}"
         )
 
 
@@ -109,14 +130,17 @@ class ParallelBeamCT(_AstraCT):
 
     ``angles`` in radians. ``detector_count`` defaults to ``ceil(sqrt(2) N) + 1`` bins of one
     pixel, covering the image diagonal. ``pixel_size`` (e.g. cm) scales the line integrals.
+    ``backend`` and ``matrix_limit_mib``: see the shared base (system matrix on any device by
+    default).
     """
 
     def __init__(
-        self, image_size: int, angles: AngleLike, detector_count: int | None = None, pixel_size: float = 1.0
+        self, image_size: int, angles: AngleLike, detector_count: int | None = None, pixel_size: float = 1.0,
+        backend: str = "auto", matrix_limit_mib: float = 1024,
     ):
         count = math.ceil(math.sqrt(2) * image_size) + 1 if detector_count is None else int(detector_count)
         geometry = CTGeometry("parallel", int(image_size), _angle_tuple(angles), count, 1.0, float(pixel_size))
-        super().__init__(geometry)
+        super().__init__(geometry, backend, matrix_limit_mib)
 
 
 class FanBeamCT(_AstraCT):
@@ -138,6 +162,8 @@ class FanBeamCT(_AstraCT):
         detector_distance: float | None = None,
         detector_spacing: float | None = None,
         pixel_size: float = 1.0,
+        backend: str = "auto",
+        matrix_limit_mib: float = 1024,
     ):
         n = int(image_size)
         source = 2.0 * n if source_distance is None else float(source_distance)
@@ -152,7 +178,7 @@ class FanBeamCT(_AstraCT):
         geometry = CTGeometry(
             "fan", n, _angle_tuple(angles), int(detector_count), spacing, float(pixel_size), source, detector
         )
-        super().__init__(geometry)
+        super().__init__(geometry, backend, matrix_limit_mib)
 
 
 def parallel_beam_ct(
@@ -162,10 +188,12 @@ def parallel_beam_ct(
     start_degrees: float = 0.0,
     detector_count: int | None = None,
     pixel_size: float = 1.0,
+    backend: str = "auto",
+    matrix_limit_mib: float = 1024,
 ) -> ParallelBeamCT:
     """Config factory: parallel beam with ``views`` equally spaced angles over ``arc_degrees``."""
     angles = sparse_view_angles(views, arc_degrees, start_degrees)
-    return ParallelBeamCT(image_size, angles, detector_count, pixel_size)
+    return ParallelBeamCT(image_size, angles, detector_count, pixel_size, backend, matrix_limit_mib)
 
 
 def fan_beam_ct(
@@ -178,9 +206,10 @@ def fan_beam_ct(
     detector_distance: float | None = None,
     detector_spacing: float | None = None,
     pixel_size: float = 1.0,
+    backend: str = "auto",
+    matrix_limit_mib: float = 1024,
 ) -> FanBeamCT:
     """Config factory: flat-detector fan beam with ``views`` equally spaced angles over ``arc_degrees``."""
     angles = sparse_view_angles(views, arc_degrees, start_degrees)
-    return FanBeamCT(
-        image_size, angles, detector_count, source_distance, detector_distance, detector_spacing, pixel_size
-    )
+    return FanBeamCT(image_size, angles, detector_count, source_distance, detector_distance, detector_spacing,
+                     pixel_size, backend, matrix_limit_mib)

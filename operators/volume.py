@@ -47,11 +47,12 @@ class SliceStack(LinearOperator):
 
 def parallel_beam_ct3d(image_size: int, depth: int, views: int, arc_degrees: float = 180.0,
                        start_degrees: float = 0.0, detector_count: int | None = None,
-                       pixel_size: float = 1.0) -> SliceStack:
+                       pixel_size: float = 1.0, backend: str = "auto", matrix_limit_mib: float = 1024) -> SliceStack:
     """Parallel-beam CT of a ``(B, 1, depth, N, N)`` volume: ``views`` angles over
-    ``arc_degrees`` (180: sparse view; e.g. 90: a limited-angle wedge) for every slice."""
+    ``arc_degrees`` (180: sparse view; e.g. 90: a limited-angle wedge) for every slice. With the
+    system-matrix backend (default) all ``B x depth`` slices go through one sparse product."""
     return SliceStack(parallel_beam_ct(image_size, views, arc_degrees, start_degrees, detector_count,
-                                       pixel_size), depth)
+                                       pixel_size, backend, matrix_limit_mib), depth)
 
 
 def z_difference(x: Tensor) -> Tensor:
