@@ -92,29 +92,48 @@ def load_checkpoint(path: str | Path, card_path: str | Path | None = None) -> Di
     return prior_from_card(card, _read_state_dict(path), source=str(path))
 
 
+def write_atomic(target: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``target`` atomically: a temporary file in the
+    same folder, fsync, then ``os.replace``; a reader never sees a half-written file and an
+    error leaves the previous file (if any) intact. The folder is created if needed."""
+    import os
+    import tempfile
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def card_text(card: Mapping[str, Any]) -> str:
+    """The model card as YAML text (keys in their given order)."""
+    return yaml.safe_dump(dict(card), sort_keys=False)
+
+
+def export_state(network: torch.nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """``network``'s state dict as contiguous CPU tensors of ``dtype``, ready to save."""
+    return {k: v.detach().to(dtype).contiguous().cpu() for k, v in network.state_dict().items()}
+
+
 def save_checkpoint(path: str | Path, network: torch.nn.Module, card: Mapping[str, Any],
                     dtype: torch.dtype = torch.float32) -> None:
     """Write ``path`` (``.safetensors``) and its card ``path.with_suffix('.yaml')`` atomically.
 
     ``dtype=torch.float16`` halves the file (bundled priors); loading casts back to the
-    network's float32 parameters.
+    network's float32 parameters. :func:`priors.shards.save_sharded` writes the same weights
+    as several files of bounded size.
     """
-    import os
-    import tempfile
-
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in network.state_dict().items()}
-    for target, writer in ((path, lambda p: save_file(state, p)),
-                           (path.with_suffix(".yaml"), lambda p: Path(p).write_text(yaml.safe_dump(dict(card), sort_keys=False)))):
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        os.close(fd)
-        try:
-            writer(tmp)
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    write_atomic(path, save(export_state(network, dtype)))
+    write_atomic(path.with_suffix(".yaml"), card_text(card))
