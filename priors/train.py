@@ -6,6 +6,12 @@ attention is fully convolutional, so a prior trained on 64x64 crops applies to 1
 larger images). Keeps an EMA of the weights, checkpoints every ``checkpoint_every`` steps
 into ``out/`` and resumes from there; every step's randomness derives from ``(seed, step)``,
 so an interrupted and resumed run follows the same trajectory as an uninterrupted one.
+
+A wall-clock budget (``minutes``) stops training early at a step boundary, checkpoints there
+(a rerun resumes) and is recorded in the card; under ``torch.distributed`` rank 0's clock
+decides for all ranks (:class:`TimeBudget`), so every process stops at the same step. The
+export is one ``.safetensors`` file or, with ``shard_mib``, shards of bounded size
+(:mod:`priors.shards`), in ``export_dtype``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch import Tensor
 from .checkpoint import save_checkpoint
 from .prior import DiffusionPrior, Normalization
 from .schedule import VPSchedule
+from .shards import find_shards, save_sharded
 from .unet import from_guided_diffusion
 
 
@@ -40,7 +47,57 @@ class TrainSettings:
     checkpoint_every: int = 250
     seed: int = 0
     hflip: bool = True
+    minutes: float | None = None  # wall-clock budget of the training loop; None: no limit
+    shard_mib: float | None = None  # export as shards of at most this many MiB; None: one file
+    export_dtype: str = "float32"  # float32 | float16 | bfloat16 (loading casts back to float32)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("minutes", "shard_mib"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"{name}={value}: expected a positive number or null")
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"export_dtype={self.export_dtype}: expected one of {', '.join(EXPORT_DTYPES)}")
+
+
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class TimeBudget:
+    """A wall-clock budget of ``minutes`` (``None``: unlimited) counted from construction.
+
+    :meth:`exhausted` is called once per step by every process. Inside an initialised
+    ``torch.distributed`` process group of several ranks it broadcasts rank 0's verdict (a
+    one-element tensor on ``device``: CPU for gloo, the rank's GPU for NCCL), so all ranks
+    stop at the same step whatever their own clocks say; otherwise, or with no budget, no
+    collective is used. The verdict never touches any random state.
+    """
+
+    def __init__(self, minutes: float | None, device: torch.device = torch.device("cpu")):
+        import torch.distributed as dist
+
+        self.minutes = None if minutes is None else float(minutes)
+        self.device = device
+        self.start = time.perf_counter()
+        self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def elapsed_s(self) -> float:
+        """Seconds since the budget started (this process's clock)."""
+        return time.perf_counter() - self.start
+
+    def exhausted(self) -> bool:
+        """Whether the budget is spent (rank 0's clock decides under ``torch.distributed``)."""
+        if self.minutes is None:
+            return False
+        over = self.elapsed_s() >= 60.0 * self.minutes
+        if not self.distributed:
+            return over
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(over)], dtype=torch.int32, device=self.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -128,6 +185,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=settings.lr, weight_decay=0.0)
         self.step = 0
         self.seconds = 0.0
+        self.stopped_by_budget = False  # set when the last train() call ended on the time budget
 
     # --- checkpoints -----------------------------------------------------------------
     @property
@@ -172,10 +230,15 @@ class Trainer:
             e.lerp_(p, 1 - decay)
 
     def train(self, until: int | None = None, progress: Callable[[int, float], None] | None = None) -> None:
-        """Run until step ``until`` (default ``settings.steps``), checkpointing on the way."""
+        """Run until step ``until`` (default ``settings.steps``), checkpointing on the way, or
+        until ``settings.minutes`` of wall time since this call have passed (checked after each
+        step: at least one step runs); then it checkpoints at the step reached and sets
+        :attr:`stopped_by_budget`."""
         s = self.settings
         until = s.steps if until is None else min(until, s.steps)
         self.network.train()
+        self.stopped_by_budget = False
+        budget = TimeBudget(s.minutes, self.device)
         while self.step < until:
             start = time.perf_counter()
             rows = slice(self.rank * s.batch_size, (self.rank + 1) * s.batch_size)
@@ -195,19 +258,34 @@ class Trainer:
             self.seconds += time.perf_counter() - start
             if progress is not None:
                 progress(self.step, loss.item())
-            if (self.step % s.checkpoint_every == 0 or self.step == until) and self.rank == 0:
+            stop = self.step < until and budget.exhausted()
+            if (self.step % s.checkpoint_every == 0 or self.step == until or stop) and self.rank == 0:
                 self.save_state()
+            if stop:
+                self.stopped_by_budget = True
+                break
 
     def ema_prior(self) -> DiffusionPrior:
         """The EMA network as an evaluation-mode prior."""
         return DiffusionPrior(self.ema.eval(), self.schedule, self.normalization,
                               channels=int(self.card["network"].get("in_channels", 1)), card=self.card)
 
-    def export(self, path: str | Path, quality: Mapping[str, Any]) -> None:
-        """Write the EMA weights and the completed model card to ``path`` (.safetensors)."""
+    def export(self, path: str | Path, quality: Mapping[str, Any]) -> list[Path]:
+        """Write the EMA weights (as ``settings.export_dtype``) and the completed model card to
+        ``path`` (.safetensors, card beside it as .yaml), or with ``settings.shard_mib`` as shards
+        ``NAME-0000i-of-0000K.safetensors`` that also carry the card; returns the weight files.
+        Weights of an earlier export to ``path`` in the other form (shards, or the single file)
+        are removed, so that the card beside them always describes them."""
+        s = self.settings
+        budget: dict[str, Any] = {}
+        if s.minutes is not None:
+            budget["time_budget_min"] = s.minutes
+        if self.stopped_by_budget:
+            budget.update(stopped_by="time budget", steps_planned=s.steps)
         card = dict(self.card)
         card["training"] = {
             "steps": self.step,
+            **budget,
             "batch_size": self.settings.batch_size,
             "crop": self.settings.crop,
             "lr": self.settings.lr,
@@ -215,10 +293,21 @@ class Trainer:
             "seed": self.settings.seed,
             "wall_time_s": round(self.seconds, 1),
             "device": str(self.device),
+            "export_dtype": s.export_dtype,
             **self.settings.extra,
         }
         card["quality"] = dict(quality)
-        save_checkpoint(path, self.ema, card)
+        dtype = EXPORT_DTYPES[s.export_dtype]
+        path = Path(path)
+        if s.shard_mib is not None:
+            files = save_sharded(path, self.ema, card, s.shard_mib, dtype)
+            stale = [path] if path.suffix == ".safetensors" else []
+        else:
+            save_checkpoint(path, self.ema, card, dtype)
+            files, stale = [path], find_shards(path)
+        for old in stale:  # an earlier export's weights in the other form would not fit the new card
+            old.unlink(missing_ok=True)
+        return files
 
 
 @torch.no_grad()

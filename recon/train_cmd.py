@@ -2,6 +2,10 @@
 
 Resumes from ``out/train_state.pt`` when present; writes the EMA weights and a completed
 model card (training facts, measured denoising quality on held-out images) to ``export``.
+``train.minutes`` bounds the training loop's wall time (it stops, checkpoints and exports at
+the step reached; a rerun resumes); ``train.shard_mib`` writes the export as safetensors shards
+of at most that many MiB that carry the card too; ``train.export_dtype`` (float32, float16,
+bfloat16) sets the exported weights' precision.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def process_group(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 def train(cfg: DictConfig) -> Path:
-    """Train as configured; returns the exported checkpoint path. Under ``torchrun
+    """Train as configured; returns the exported checkpoint path (the first shard when
+    ``train.shard_mib`` is set: :func:`priors.load_prior` loads the set from it). Under ``torchrun
     --nproc_per_node N`` it trains data-parallel (``train.batch_size`` per process); rank 0
     alone shows progress, checkpoints and exports."""
     rank, world, device = process_group(resolve_device(str(cfg.device)))
@@ -103,7 +108,10 @@ def _train(cfg: DictConfig, device: torch.device, rank: int) -> Path:
     prior_cfg = OmegaConf.to_container(cfg.prior, resolve=True)
     card = {k: prior_cfg[k] for k in ("name", "network", "schedule", "normalization")}
     card["data"] = {**prior_cfg["data"], "split": "train"}
-    settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True), seed=int(cfg.seed))
+    try:
+        settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True), seed=int(cfg.seed))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"train: {err}") from None
     trainer = Trainer(card, training_images(cfg.prior.data), cfg.out, settings, device)
     if trainer.try_resume():
         print(f"resuming {cfg.out} at step {trainer.step}")
@@ -118,10 +126,14 @@ def _train(cfg: DictConfig, device: torch.device, rank: int) -> Path:
 
     trainer.train(progress=progress)
     bar.close()
+    if trainer.stopped_by_budget and rank == 0:
+        print(f"time budget of {settings.minutes} min reached: stopped at step {trainer.step} of {settings.steps} "
+              f"(checkpoint in {cfg.out}; rerun with the same out to resume)")
     export = Path(str(cfg.export))
     if rank != 0:
         return export
     quality = denoising_quality(trainer.ema_prior(), held_out_images(cfg.prior.data, int(cfg.eval_images)))
-    trainer.export(export, quality)
-    print(f"exported {export} (+ {export.with_suffix('.yaml').name}); quality: {quality['psnr_db']}")
-    return export
+    files = trainer.export(export, quality)
+    names = ", ".join(f.name for f in files)
+    print(f"exported {names} (+ {export.with_suffix('.yaml').name}) in {export.parent}; quality: {quality['psnr_db']}")
+    return files[0]

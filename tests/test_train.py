@@ -1,4 +1,5 @@
-"""Training: the loss decreases, resume is exact, exports load as priors."""
+"""Training: the loss decreases, resume is exact, exports load as priors, time budgets stop
+all ranks at one step and the run resumes from there."""
 
 import torch
 
@@ -86,12 +87,106 @@ def test_ddp_two_processes_follow_the_single_process_trajectory(tmp_path):
     assert main(["train", *overrides, "train.batch_size=4", f"out={tmp_path / 'single'}"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "recon", "train", *overrides, "train.batch_size=2", f"out={tmp_path / 'ddp'}"]
+           "-m", "recon", "train", *overrides, "train.batch_size=2", "train.minutes=600", f"out={tmp_path / 'ddp'}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     single = load_prior(tmp_path / "single" / "ct-phantom-128.safetensors")
     ddp = load_prior(tmp_path / "ddp" / "ct-phantom-128.safetensors")
     assert ddp.card["training"]["processes"] == 2 and ddp.card["training"]["steps"] == 3
+    assert ddp.card["training"]["time_budget_min"] == 600 and "stopped_by" not in ddp.card["training"]
     assert (tmp_path / "ddp" / "train_state.pt").is_file()
     for (name, a), b in zip(single.network.state_dict().items(), ddp.network.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_time_budget_stops_early_checkpoints_records_and_resumes(tmp_path):
+    """A 0.12 s budget stops far before train.steps; the state at the step reached resumes
+    onto the uninterrupted trajectory; the card records the steps trained and the budget."""
+    budgeted = TrainSettings(**{**vars(settings(10_000)), "minutes": 0.002})
+    trainer = Trainer(CARD, images(), tmp_path / "run", budgeted)
+    trainer.train()
+    reached = trainer.step
+    assert trainer.stopped_by_budget and 1 <= reached < 10_000
+    assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == reached
+    trainer.export(tmp_path / "tiny.safetensors", {})
+    facts = load_prior(tmp_path / "tiny.safetensors").card["training"]
+    assert facts["steps"] == reached and facts["steps_planned"] == 10_000
+    assert facts["stopped_by"] == "time budget" and facts["time_budget_min"] == 0.002
+
+    resumed = Trainer(CARD, images(), tmp_path / "run", settings(reached + 2))
+    assert resumed.try_resume() and resumed.step == reached
+    resumed.train()
+    assert resumed.step == reached + 2 and not resumed.stopped_by_budget
+    straight = Trainer(CARD, images(), tmp_path / "straight", settings(reached + 2))
+    straight.train()
+    for a, b in zip(straight.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_train_command_with_budget_shards_and_float16_resumes(tmp_path, capsys):
+    """CLI: train.minutes stops early and says so; train.shard_mib writes shards only
+    (plus the card) that load as the export path; a rerun with the same out resumes."""
+    from recon.app import main
+
+    overrides = ["prior.data.count=4", "prior.data.size=32", "train.batch_size=2", "train.crop=32",
+                 "eval_images=1", "device=cpu", f"out={tmp_path}", "train.shard_mib=4", "train.export_dtype=float16"]
+    assert main(["train", *overrides, "train.steps=100000", "train.minutes=0.002"]) == 0
+    out = capsys.readouterr().out
+    assert "time budget of 0.002 min reached" in out
+    shards = sorted(tmp_path.glob("ct-phantom-128-*-of-*.safetensors"))
+    assert len(shards) == 3 and all(p.stat().st_size <= 4 * 2**20 for p in shards)  # 4.4M params in fp16
+    assert not (tmp_path / "ct-phantom-128.safetensors").exists()
+    facts = load_prior(tmp_path / "ct-phantom-128.safetensors").card["training"]
+    assert facts["stopped_by"] == "time budget" and facts["export_dtype"] == "float16"
+    reached = facts["steps"]
+    assert main(["train", *overrides, f"train.steps={reached + 1}"]) == 0
+    assert f"resuming {tmp_path} at step {reached}" in capsys.readouterr().out
+    facts = load_prior(shards[1]).card["training"]
+    assert facts["steps"] == reached + 1 and "stopped_by" not in facts
+    assert main(["train", *overrides, "train.minutes=0"]) == 2
+
+
+DDP_BUDGET_SCRIPT = """
+import datetime, json, sys
+import torch, torch.distributed as dist
+from priors.train import Trainer, TrainSettings
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))  # a mismatch fails, not hangs
+rank = dist.get_rank()
+card, out = json.loads(sys.argv[1]), sys.argv[2]
+images = torch.rand(6, 1, 24, 24)
+steps = []
+# phase 1: rank 0's tiny budget stops rank 1 too (its own budget is huge);
+# phase 2: rank 1's tiny budget is overruled by rank 0's huge one.
+for minutes, until in (([0.002, 1e6][rank], 10_000), ([1e6, 1e-9][rank], None)):
+    settings = TrainSettings(steps=until or steps[-1][0] + 2, batch_size=2, crop=16, warmup=2,
+                             checkpoint_every=1000, seed=7, minutes=minutes)
+    trainer = Trainer(card, images, out, settings)
+    trainer.try_resume()
+    trainer.train()
+    steps.append((trainer.step, trainer.stopped_by_budget))
+    dist.barrier()  # rank 0 has written the state that phase 2 resumes from
+print(f"RANK{rank}", json.dumps(steps), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_ranks_stop_at_the_same_step_on_rank_0s_time_budget(tmp_path):
+    """torchrun, 2 CPU processes (gloo): rank 0's clock decides the stop for both ranks."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "budget.py"
+    script.write_text(DDP_BUDGET_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           json.dumps(CARD), str(tmp_path / "run")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = {line.split()[0]: json.loads(line.split(maxsplit=1)[1])
+             for line in done.stdout.splitlines() if line.startswith("RANK")}
+    assert ranks["RANK0"] == ranks["RANK1"]
+    (first, stopped_first), (second, stopped_second) = ranks["RANK0"]
+    assert stopped_first and 1 <= first < 10_000
+    assert second == first + 2 and not stopped_second
