@@ -54,6 +54,10 @@ def resolve_device(name: str, *, reuse_memory: bool = True) -> torch.device:
         raise ConfigError(f"device={name}: no CUDA device is available (use device=cpu or device=auto)")
     if name != "cpu" and not name.startswith("cuda"):
         raise ConfigError(f"device={name}: expected auto, cpu or cuda")
+    if name.startswith("cuda:"):
+        index = name.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: this machine has CUDA devices 0..{torch.cuda.device_count() - 1}")
     if name == "cpu" and reuse_memory:
         reuse_freed_memory()
     return torch.device(name)

@@ -2,12 +2,14 @@
 ``@pytest.mark.cuda`` and skip without one (``pytest -m cuda`` selects them on a GPU machine;
 ``benchmarks/device_run.sh`` runs them there)."""
 
+import os
+
 import pytest
 import torch
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or os.environ.get("RECON_GPU_TEST_DEVICE"):  # see tests/test_gpu.py
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (none here); benchmarks/device_run.sh runs it on one")
     for item in items:
