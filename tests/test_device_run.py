@@ -1,0 +1,120 @@
+"""``benchmarks/device_run.py``, the one prepared command a session lent a GPU runs first
+(``benchmarks/DEVICE.md``): its CPU ``--smoke`` form runs every default stage end to end, a dry
+run builds and validates every stage's GPU and smoke command lines (``train_priors`` too), and
+the driver records failures, time-outs and the time budget without stopping."""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "device_run.py"
+DEFAULT = ["env", "tests", "run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16", "train_ddp", "figures"]
+
+
+def _run(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+    done = subprocess.run([sys.executable, str(SCRIPT), *args, "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    path = tmp_path / "device_run.json"
+    assert path.is_file(), done.stdout[-3000:] + done.stderr[-3000:]
+    return done, json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def driver():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import device_run
+
+    yield device_run
+    sys.path.remove(str(REPO / "benchmarks"))
+
+
+def test_every_stage_command_line_is_built_and_validated(tmp_path):
+    done, report = _run(tmp_path, "--dry-run", timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert list(report["stages"]) == [*DEFAULT, "train_priors"]
+    for name, rec in report["stages"].items():
+        assert rec["status"] == "validated", (name, rec)
+        assert rec["modes"]["gpu"] and rec["modes"]["smoke"], name
+    gpu = {name: " ".join(s["command"] for s in rec["modes"]["gpu"]) for name, rec in report["stages"].items()}
+    assert all("device=cuda" in gpu[n] for n in DEFAULT[2:8]) and "device=cuda" in gpu["train_priors"]
+    assert "compile=true" in gpu["run_compile"] and "precision=bf16" in gpu["run_bf16"]
+    assert "torch.distributed.run --standalone --nproc_per_node 1" in gpu["train_ddp"]
+    assert "-m cuda" in gpu["tests"] and "tests/test_ct.py" in gpu["tests"]
+    assert "--precisions fp32,tf32,bf16" in gpu["figures"] and "--layout" not in gpu["figures"]
+    assert "train.shard_mib=15" in gpu["train_priors"] and "train.export_dtype=float16" in gpu["train_priors"]
+    smoke = {name: " ".join(s["command"] for s in rec["modes"]["smoke"]) for name, rec in report["stages"].items()}
+    assert "compile=eager" in smoke["run_compile"] and "device=cpu" in smoke["run_sparse_ct"]
+    assert (tmp_path / "device_run.log").is_file()
+
+
+def test_smoke_runs_every_default_stage_on_the_cpu(tmp_path):
+    done, report = _run(tmp_path, "--smoke", timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert report["mode"] == "smoke" and report["finished"]
+    assert list(report["stages"]) == DEFAULT
+    for name, rec in report["stages"].items():
+        assert rec["status"] == "passed", (name, rec)
+        for step in rec["steps"]:  # every step ran and passed, or needs a GPU by nature and says so
+            assert step["status"] == "passed" or (step["status"] == "skipped" and step["reason"] == "no GPU"), step
+            assert step["command"]
+    stages = report["stages"]
+    assert stages["env"]["results"]["modules"]["astra"]["version"]
+    assert stages["tests"]["results"]["failed"] == 0 and stages["tests"]["results"]["errors"] == 0
+    for name in ("run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16"):
+        methods = stages[name]["results"]["methods"]
+        assert methods and all({"psnr", "ssim", "seconds", "nfe"} <= set(m) for m in methods.values()), name
+    assert "dds_3d" in stages["run_bf16"]["results"]["vs_run_ct3d"]
+    assert stages["train_ddp"]["results"]["steps_per_s"] > 0
+    rows = stages["figures"]["results"]["rows"]
+    assert {r["precision"] for r in rows} == {"fp32", "tf32", "bf16"}
+    assert any("seconds" in r for r in rows) and all("seconds" in r or "time budget" in r["skipped"] for r in rows)
+    log = (tmp_path / "device_run.log").read_text()
+    assert "nvidia-smi: skipped: no GPU" in log and "summary:" in log
+
+
+def test_train_priors_smoke_delivers_two_sharded_priors_in_eight_files(tmp_path):
+    done, report = _run(tmp_path, "--smoke", "--stages", "train_priors", timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    rec = report["stages"]["train_priors"]
+    assert rec["status"] == "passed", rec
+    priors = rec["results"]["priors"]
+    assert set(priors) == {"ct-phantom-gpu", "mri-brain-gpu"}
+    assert all(p["loads"] and len(p["shards"]) == 3 for p in priors.values())
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 8 and "device_run.json" in files and "device_run.log" in files
+
+
+def test_a_failure_a_timeout_and_the_budget_are_recorded_and_the_run_goes_on(tmp_path, driver):
+    py = sys.executable
+    stages = [
+        driver.Stage("fails", "exits 3", 30, 0, lambda ctx: [
+            driver.Step("bad", [py, "-c", "print('about to fail'); raise SystemExit(3)"]),
+            driver.Step("after", [py, "-c", "pass"])]),
+        driver.Stage("hangs", "sleeps past its cap", 1.5, 0, lambda ctx: [
+            driver.Step("sleep", [py, "-c", "import time; time.sleep(60)"])], smoke_cap_s=1.5),
+        driver.Stage("works", "passes", 30, 0, lambda ctx: [
+            driver.Step("ok", [py, "-c", "print('fine')"]),
+            driver.Step("gpu only", ["nvidia-smi"], gpu_only=True)]),
+        driver.Stage("late", "needs more time than is left", 30, 10_000, lambda ctx: []),
+    ]
+    args = argparse.Namespace(minutes=2.0, dry_run=False, smoke=True)
+    runner = driver.Runner(args, tmp_path)
+    ctx = driver.Context(True, py, tmp_path / "tmp", tmp_path, 0.05, runner.report["stages"])
+    for stage in stages:
+        runner.run_stage(stage, ctx)
+    assert runner.finish() == 1
+    report = json.loads((tmp_path / "device_run.json").read_text())
+    fails, hangs, works, late = (report["stages"][n] for n in ("fails", "hangs", "works", "late"))
+    assert fails["status"] == "failed" and fails["steps"][0]["rc"] == 3
+    assert "about to fail" in fails["steps"][0]["tail"]
+    assert fails["steps"][1] == {**fails["steps"][1], "status": "skipped", "reason": "bad failed"}
+    assert hangs["status"] == "timeout" and hangs["seconds"] < 30
+    assert works["status"] == "passed" and works["steps"][1]["reason"] == "no GPU"
+    assert late["status"] == "skipped" and late["reason"].startswith("time budget")
+    assert report["summary"]["failed"] == ["fails"] and report["summary"]["skipped"] == ["late"]
+    assert "fine" in (tmp_path / "device_run.log").read_text()
