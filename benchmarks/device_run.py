@@ -27,8 +27,9 @@ Nothing stops the run: a failed or timed-out stage is recorded (command, exit st
 the tail of its output) and the next one starts. ``device_run.json`` in the output folder
 (``--out``, default ``$OUT``, else ``outputs/device_run``) is rewritten after every step, so a
 run cut off keeps what finished; ``device_run.log`` holds everything printed. The overall budget
-is ``--minutes``; each stage has its own cap, and a stage that would start with less than its
-minimum left is recorded as skipped (reason "time budget"). ``--smoke`` runs the same stages on
+is ``--minutes``; each stage has its own cap, the stages before ``figures`` leave it 120 s, and a
+stage that would start with less than its minimum left is recorded as skipped (reason "time
+budget"). ``--smoke`` runs the same stages on
 the CPU at tiny sizes (GPU-only steps such as nvidia-smi are recorded as "skipped: no GPU").
 """
 
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -81,6 +81,7 @@ class Stage:
     collect: Callable[["Context", dict[str, Any]], dict[str, Any]] | None = None
     default: bool = True
     smoke_cap_s: float = 90.0
+    reserve_s: float = 0.0           # GPU run: kept free for this stage by the stages before it
 
 
 @dataclass
@@ -182,10 +183,15 @@ def cuda_test_files() -> list[str]:
 
 
 def build_tests(ctx: Context) -> list[Step]:
+    import importlib.util
+
     junit = ctx.dir("tests") / "junit.xml"
     junit.parent.mkdir(parents=True, exist_ok=True)
-    return [Step("pytest", [ctx.python, "-m", "pytest", "-m", "cuda", "-q", "-rs", "--continue-on-collection-errors",
-                            "-p", "no:cacheprovider", f"--junitxml={junit}", *cuda_test_files()])]
+    # One hung test must not take the stage (and its junit XML) with it: pytest-timeout where installed
+    # (the GPU image has it).
+    per_test = ["--timeout=100"] if importlib.util.find_spec("pytest_timeout") else []
+    return [Step("pytest", [ctx.python, "-m", "pytest", "-m", "cuda", "-q", "-rfEs", "--continue-on-collection-errors",
+                            "-p", "no:cacheprovider", f"--junitxml={junit}", *per_test, *cuda_test_files()])]
 
 
 def collect_tests(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
@@ -233,8 +239,11 @@ def merge(overrides: list[str], changes: list[str]) -> list[str]:
 
 
 def _run_stage(name: str, overrides: list[str], smoke: list[str]) -> Callable[[Context], list[Step]]:
+    """``python -m recon run`` with ``overrides`` (``SMOKE|GPU`` picks by mode, e.g. compile's
+    backend), ``device=``, the ``smoke`` sizes in --smoke, and a fresh run folder."""
     def build(ctx: Context) -> list[Step]:
-        args = merge([*overrides, f"device={ctx.device}"], smoke if ctx.smoke else [])
+        chosen = [o.split("|")[0 if ctx.smoke else 1] if "|" in o else o for o in overrides]
+        args = merge([*chosen, f"device={ctx.device}"], smoke if ctx.smoke else [])
         return [Step("recon run", ctx.recon("run", *args, f"hydra.run.dir={ctx.dir(name)}"))]
     return build
 
@@ -292,7 +301,7 @@ def collect_train_ddp(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
             "backend": "gloo" if ctx.smoke else "nccl", "quality_psnr_db": card.get("quality", {}).get("psnr_db")}
 
 
-FIGURES_OVERHEAD_S = 45.0  # process start, the 374M network, FLOP count, warm-ups: before the budgeted rows
+FIGURES_OVERHEAD_S = 30.0  # process start, the 374M network, FLOP count, warm-ups: before the budgeted rows
 
 
 def build_figures(ctx: Context) -> list[Step]:
@@ -415,34 +424,26 @@ STAGES: list[Stage] = [
     Stage("tests", "pytest -m cuda", 150, 30, build_tests, collect_tests),
     Stage("run_sparse_ct", "recon run task=sparse_ct", 60, 20,
           _run_stage("run_sparse_ct", ["task=sparse_ct"], SMOKE_2D), _collect_run("run_sparse_ct")),
-    Stage("run_mri", "recon run task=mri_multicoil prior=mri_brain sampler=dds_mri", 90, 20,
+    Stage("run_mri", "recon run task=mri_multicoil prior=mri_brain sampler=dds_mri", 75, 20,
           _run_stage("run_mri", ["task=mri_multicoil", "prior=mri_brain", "sampler=dds_mri"],
                      ["sampler.steps=2", "data.size=32"]), _collect_run("run_mri")),
-    Stage("run_ct3d", "recon run task=ct3d_sparse", 90, 20,
+    Stage("run_ct3d", "recon run task=ct3d_sparse", 75, 20,
           _run_stage("run_ct3d", ["task=ct3d_sparse"], SMOKE_3D), _collect_run("run_ct3d")),
-    Stage("run_compile", "recon run task=sparse_ct compile=true", 150, 30,
-          _run_stage("run_compile", ["task=sparse_ct"], SMOKE_2D), None),  # compile= added in build (below)
-    Stage("run_bf16", "recon run task=ct3d_sparse precision=bf16", 90, 20,
+    # compile=true: inductor (the GPU's point); in --smoke the eager backend, which still traces the network.
+    Stage("run_compile", "recon run task=sparse_ct compile=true", 120, 30,
+          _run_stage("run_compile", ["task=sparse_ct", "compile=eager|compile=true"], SMOKE_2D),
+          _collect_run("run_compile", "run_sparse_ct", "compiled against eager; the compiled seconds include compiling")),
+    Stage("run_bf16", "recon run task=ct3d_sparse precision=bf16", 75, 20,
           _run_stage("run_bf16", ["task=ct3d_sparse", "precision=bf16"], SMOKE_3D),
           _collect_run("run_bf16", "run_ct3d", "bf16 network against the fp32 run_ct3d")),
-    Stage("train_ddp", "torchrun recon train (NCCL, one GPU)", 90, 20, build_train_ddp, collect_train_ddp),
-    Stage("figures", "gpu_figures fp32/tf32/bf16", 10_000, 60, build_figures, collect_figures, smoke_cap_s=60),
+    Stage("train_ddp", "torchrun recon train (NCCL, one GPU)", 75, 20, build_train_ddp, collect_train_ddp),
+    Stage("figures", "gpu_figures fp32/tf32/bf16", 10_000, 60, build_figures, collect_figures, smoke_cap_s=60,
+          reserve_s=120),
     Stage("train_priors", "larger CT and MRI priors, fp16 shards into the output folder", 10_000, 60,
           build_train_priors, collect_train_priors, default=False, smoke_cap_s=150),
 ]
 
-
-def _build_compile(ctx: Context) -> list[Step]:
-    # compile=true: inductor (the GPU's point); on the CPU a cheap backend that still traces the network.
-    steps = _run_stage("run_compile", ["task=sparse_ct", "compile=" + ("eager" if ctx.smoke else "true")],
-                       SMOKE_2D)(ctx)
-    return steps
-
-
 STAGE = {s.name: s for s in STAGES}
-STAGE["run_compile"].build = _build_compile
-STAGE["run_compile"].collect = _collect_run("run_compile", "run_sparse_ct",
-                                            "compiled against eager; the compiled seconds include compilation")
 
 
 # --- running ----------------------------------------------------------------------------------
@@ -522,6 +523,8 @@ class Runner:
             timed_out = True
             self.log(f"  {step.name}: over its {timeout:.0f} s limit: stopping it")
             _kill_group(proc)
+        else:
+            _kill_group(proc, only_strays=True)  # helpers it left behind in its group (compile workers, ...)
         reader.join(timeout=10)
         seconds = time.perf_counter() - start
         output = "\n".join(lines)
@@ -532,14 +535,18 @@ class Runner:
         self.log(f"  {step.name}: {status} (exit {proc.returncode}) in {seconds:.1f} s")
         return rec
 
-    def run_stage(self, stage: Stage, ctx: Context) -> dict[str, Any]:
+    def run_stage(self, stage: Stage, ctx: Context, later: list[Stage] = ()) -> dict[str, Any]:
+        """Run ``stage`` within its cap and the budget left, less what the ``later`` stages reserve."""
         rec: dict[str, Any] = {"status": "running", "summary": stage.summary, "started_at_s": round(
             time.time() - self.start, 1), "steps": []}
         self.report["stages"][stage.name] = rec
-        left = self.left()
+        reserved = 0.0 if ctx.smoke else sum(s.reserve_s for s in later)
+        left = self.left() - reserved
         cap = stage.smoke_cap_s if ctx.smoke else stage.cap_s
         if left < stage.min_s:
-            rec.update(status="skipped", reason=f"time budget ({max(left, 0):.0f} s left, needs {stage.min_s:.0f} s)")
+            kept = f", {reserved:.0f} s kept for {', '.join(s.name for s in later if s.reserve_s)}" if reserved else ""
+            rec.update(status="skipped",
+                       reason=f"time budget ({max(left, 0):.0f} s left{kept}, needs {stage.min_s:.0f} s)")
             self.log(f"== {stage.name}: skipped, {rec['reason']}")
             self.save()
             return rec
@@ -613,7 +620,15 @@ def _without_output(value: Any) -> Any:
     return value
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen, only_strays: bool = False) -> None:
+    """End the step's process group (it was started as its leader): TERM, then KILL. With
+    ``only_strays`` the step has exited and whatever is left of its group is killed."""
+    if only_strays:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
@@ -729,8 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(runner, ctx, stages)
         else:
-            for stage in stages:
-                runner.run_stage(stage, ctx)
+            for i, stage in enumerate(stages):
+                runner.run_stage(stage, ctx, stages[i + 1:])
     except KeyboardInterrupt:
         runner.log("interrupted")
     finally:

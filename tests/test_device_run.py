@@ -118,3 +118,19 @@ def test_a_failure_a_timeout_and_the_budget_are_recorded_and_the_run_goes_on(tmp
     assert late["status"] == "skipped" and late["reason"].startswith("time budget")
     assert report["summary"]["failed"] == ["fails"] and report["summary"]["skipped"] == ["late"]
     assert "fine" in (tmp_path / "device_run.log").read_text()
+
+
+def test_later_stages_reserve_time_on_the_gpu_run(tmp_path, driver):
+    """On a GPU run (not --smoke) a stage leaves the time that later stages reserve (figures')."""
+    py = sys.executable
+    first = driver.Stage("first", "needs 5 s", 30, 5, lambda ctx: [driver.Step("ok", [py, "-c", "pass"])])
+    last = driver.Stage("last", "reserves 10 s", 30, 1, lambda ctx: [driver.Step("ok", [py, "-c", "pass"])],
+                        reserve_s=10)
+    runner = driver.Runner(argparse.Namespace(minutes=0.2, dry_run=False, smoke=False), tmp_path)  # 12 s
+    ctx = driver.Context(False, py, tmp_path / "tmp", tmp_path, 1.0, runner.report["stages"])
+    runner.run_stage(first, ctx, [last])
+    runner.run_stage(last, ctx, [])
+    runner.finish()
+    stages = json.loads((tmp_path / "device_run.json").read_text())["stages"]
+    assert stages["first"]["status"] == "skipped" and "10 s kept for last" in stages["first"]["reason"]
+    assert stages["last"]["status"] == "passed"
