@@ -301,7 +301,7 @@ def collect_train_ddp(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
             "backend": "gloo" if ctx.smoke else "nccl", "quality_psnr_db": card.get("quality", {}).get("psnr_db")}
 
 
-FIGURES_OVERHEAD_S = 30.0  # process start, the 374M network, FLOP count, warm-ups: before the budgeted rows
+FIGURES_OVERHEAD_S = 20.0  # python and torch start-up before gpu_figures' own clock (its budget includes its set-up)
 
 
 def build_figures(ctx: Context) -> list[Step]:

@@ -19,12 +19,12 @@ Precisions: ``fp32`` (TF32 off for matmuls and cuDNN), ``tf32`` (fp32 with TF32 
 matmuls and convolutions), ``bf16``/``fp16`` (the network under autocast; the samplers'
 arithmetic stays fp32). The TF32 switches are restored afterwards.
 
-With ``--budget-s``, DDS on one slice runs first for each precision (the base of the cost
-model); every other row gets an estimate from the measurements so far (batch 16: 16x one
-slice; DPS: ``3 x dps-steps / steps`` x one slice; the volume: ``slices / 16`` x the batch of
-16, or ``slices`` x one slice before that is measured) and the rows run cheapest first, each
-only if its estimate fits the budget left; the others are listed as skipped, with the
-estimate. (On an H100, fp32 DPS-1000 and the fp32 256-slice volume take minutes: they are
+With ``--budget-s`` (seconds from the start, set-up included), DDS on one slice runs first for
+each precision (the base of the cost model); every other row gets an estimate from the
+measurements so far (batch 16: 16x one slice; DPS: ``3 x dps-steps / steps`` x one slice; the
+volume: ``slices / 16`` x the batch of 16, or ``slices`` x one slice before that is measured)
+and the rows run cheapest first, each only if its estimate fits the budget left; the others are
+listed as skipped, with the estimate. (On an H100, fp32 DPS-1000 and the fp32 256-slice volume take minutes: they are
 skipped under any budget of a device check.)
 
 Each row reports the measured seconds and the floor ``NFE x FLOPs per forward / peak``,
@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dense peak: one number for every precision, or fp32=67,tf32=495,bf16=989 "
                              "(default: an H100 SXM's)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="seconds for the rows: the rows beyond DDS on one slice run cheapest first while "
-                             "their estimates fit (default: no limit, every row)")
+                        help="seconds for the whole run, set-up included: the rows beyond DDS on one slice run "
+                             "cheapest first while their estimates fit (default: no limit, every row)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows and the peak CUDA memory here")
     return parser
 
