@@ -25,6 +25,9 @@ else
   ARCHIVE="$REPO/.device/site-cp312.tar.xz"
   if [[ -f "$ARCHIVE" ]]; then
     start=$(date +%s.%N)
+    if [[ -d "$DEVICE_SITE" && ! -f "$DEVICE_SITE/DEVICE_PACK.txt" && -n "$(ls -A "$DEVICE_SITE")" ]]; then
+      DEVICE_SITE=$(mktemp -d "${DEVICE_SITE%/}.XXXXXX")  # someone else's folder: leave it alone
+    fi
     rm -rf "$DEVICE_SITE" && mkdir -p "$DEVICE_SITE"
     if command -v xz >/dev/null 2>&1; then
       tar -C "$DEVICE_SITE" -xJf "$ARCHIVE"
