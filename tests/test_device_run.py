@@ -134,3 +134,13 @@ def test_later_stages_reserve_time_on_the_gpu_run(tmp_path, driver):
     stages = json.loads((tmp_path / "device_run.json").read_text())["stages"]
     assert stages["first"]["status"] == "skipped" and "10 s kept for last" in stages["first"]["reason"]
     assert stages["last"]["status"] == "passed"
+
+
+def test_tests_stage_counts_outcomes_from_progress_when_pytest_was_stopped(tmp_path, driver):
+    """A tests stage cut off at its limit writes no junit XML: the counts come from pytest -q's lines."""
+    ctx = driver.Context(False, sys.executable, tmp_path, tmp_path, 1.0, {})
+    rec = {"steps": [{"name": "pytest", "output": "..F.s.....s" + " " * 40 + "[ 50%]\n..E"}]}
+    with pytest.raises(RuntimeError, match="junit"):
+        driver.collect_tests(ctx, rec)
+    assert {k: rec["results"][k] for k in ("passed", "failed", "errors", "skipped")} == {
+        "passed": 10, "failed": 1, "errors": 1, "skipped": 2}
