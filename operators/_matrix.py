@@ -5,7 +5,7 @@ astra's CPU projectors (Joseph interpolation ``linear`` for parallel beam, line 
 sparse matrix ``W`` (rows: detector bins, view-major; columns: pixels, row-major; pixel units).
 :class:`MatrixProjector` keeps ``W`` and its explicit transpose ``W^T`` as torch CSR tensors and
 projects a whole batch, or every slice of a volume, with one sparse-dense product on the
-device of the input:
+device of the input (on the CPU, one per :data:`CPU_CHUNK` slices):
 
 * ``project``: ``(B, N^2) -> (B, M)`` is ``(W @ X^T)^T``; ``backproject`` multiplies by ``W^T``,
   stored as its own CSR tensor (a product with a transposed CSR tensor is slow), with the very
@@ -132,9 +132,17 @@ def system_matrices(geometry: CTGeometry, device: torch.device | str = "cpu",
     return _CACHE.get((geometry, str(device), dtype), convert)
 
 
+CPU_CHUNK = 16
+"""Slices per sparse product on the CPU: the dense operand of 16 slices stays in cache (measured
+at 256^2, 128 slices: 2074 slices/s in chunks of 16, 1094 in one product; 2 cores). On a GPU the
+whole batch is one product."""
+
+
 def _product(matrix: Tensor, items: Tensor) -> Tensor:
     """``matrix @ items^T`` transposed back: ``(B, P) -> (B, M)``."""
-    return (matrix @ items.T.contiguous()).T
+    if items.is_cuda or items.shape[0] <= CPU_CHUNK:
+        return (matrix @ items.T.contiguous()).T
+    return torch.cat([(matrix @ part.T.contiguous()).T for part in items.split(CPU_CHUNK)])
 
 
 class MatrixProjector:
