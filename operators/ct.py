@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ._astra import AstraProjector, Backproject, CTGeometry, Project
-from ._matrix import MatrixProjector, matrix_bytes_estimate
+from ._matrix import MatrixProjector, _sparse_csr, matrix_bytes_estimate, system_matrices
 from .base import LinearOperator
 
 AngleLike = Tensor | np.ndarray | Sequence[float]
@@ -116,6 +116,13 @@ class _AstraCT(LinearOperator):
 
     def adjoint(self, y: Tensor) -> Tensor:
         return self.geometry.pixel_size * Backproject.apply(y, self._projector)
+
+    def matrix(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
+        """The system matrix as a sparse CSR tensor ``(views * detectors, N * N)`` in physical units
+        (``pixel_size`` included): ``A(x)`` of one image is ``matrix @ x.flatten()``, rows view-major,
+        columns row-major. The matrix backend's own (cached) weights, whatever ``backend`` is set."""
+        w = system_matrices(self.geometry, device, dtype)[0]
+        return _sparse_csr(w.crow_indices(), w.col_indices(), w.values() * self.geometry.pixel_size, w.shape)
 
     def extra_repr(self) -> str:
         g = self.geometry

@@ -90,6 +90,15 @@ def test_dtypes_round_trip(dtype):
     assert float((y.float() - op(x)).norm() / op(x).norm()) < tol
 
 
+@pytest.mark.parametrize("kind", ["parallel", "fan"])
+def test_matrix_is_the_operator(kind):
+    op = FACTORIES[kind](24, 5, pixel_size=0.4, backend="astra")
+    x = signed((1, *op.in_shape), 12)
+    w = op.matrix(dtype=torch.float64)
+    assert w.layout == torch.sparse_csr and w.shape == (5 * op.geometry.detector_count, 24 * 24)
+    assert torch.allclose((w @ x.flatten()).reshape(op.out_shape), op(x)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_autograd_is_the_adjoint():
     op = fan_beam_ct(32, 8)
     x = signed((2, *op.in_shape), 7).requires_grad_()
