@@ -13,7 +13,9 @@ CG or DDS step needs), best of ``--repeats`` calls after one warm-up, for
 
 Also the matrix's build time and memory, and the adjoint error
 ``max |<A x, y> - <x, A^T y>| / (||A x|| ||y||)`` of each backend with signed random inputs in
-float32 (and float64 for the matrix). Prints a Markdown table; ``--json`` writes the rows.
+float32 (and float64 for the matrix). Prints a Markdown table; ``--json`` writes the rows (after
+each geometry, so a run stopped at a time limit keeps what finished), the machine, the device and
+what ``astra.use_cuda()`` answered.
 """
 
 from __future__ import annotations
@@ -51,15 +53,20 @@ def best_seconds(fn, device: torch.device, repeats: int) -> float:
     return min(times)
 
 
-def backends(device: torch.device) -> list[str]:
-    if device.type != "cuda":
-        return ["matrix", "astra"]
+def astra_use_cuda() -> bool | str:
+    """``astra.use_cuda()``, or why astra could not answer (missing, or without its CUDA runtime)."""
     from operators._astra import astra
 
     try:
-        return ["matrix", "astra"] if astra.use_cuda() else ["matrix"]
-    except Exception:  # astra missing or without its CUDA runtime
-        return ["matrix"]
+        return bool(astra.use_cuda())
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"[:300]
+
+
+def backends(device: torch.device) -> list[str]:
+    if device.type != "cuda":
+        return ["matrix", "astra"]
+    return ["matrix", "astra"] if astra_use_cuda() is True else ["matrix"]
 
 
 def measure(kind: str, size: int, views: int, batches: list[int], device: torch.device, repeats: int) -> list[dict]:
@@ -111,7 +118,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="128,256")
@@ -119,20 +126,26 @@ def main() -> None:
     parser.add_argument("--kinds", default="parallel,fan")
     parser.add_argument("--batches", default="1,16,128")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", help="write the rows here")
-    args = parser.parse_args()
+    parser.add_argument("--json", help="write the rows here (after each geometry)")
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device = torch.device(args.device)
     ints = lambda text: [int(v) for v in text.split(",")]  # noqa: E731
     rows = []
+    report = {"machine": machine_description(device), "device": str(device), "astra_use_cuda": astra_use_cuda(),
+              "rows": rows}
     for size in ints(args.sizes):
         for kind in args.kinds.split(","):
             for views in ints(args.views):
                 rows += measure(kind, size, views, ints(args.batches), device, args.repeats)
-    print(f"\n{machine_description(device)}\n")
+                if args.json:  # rewritten after each geometry: a run stopped at a time limit keeps what finished
+                    with open(args.json, "w") as f:
+                        json.dump(report, f, indent=1)
+    print(f"\n{report['machine']}\n")
     print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_description(device), "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
