@@ -33,6 +33,14 @@ def driver():
     sys.path.remove(str(REPO / "benchmarks"))
 
 
+@pytest.fixture(scope="module")
+def checks(driver):
+    """``benchmarks/device/checks.py``, the env and tests stages (imported by the driver)."""
+    import device.checks
+
+    return device.checks
+
+
 def test_every_stage_command_line_is_built_and_validated(tmp_path):
     done, report = _run(tmp_path, "--dry-run", timeout=180)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -136,11 +144,11 @@ def test_later_stages_reserve_time_on_the_gpu_run(tmp_path, driver):
     assert stages["last"]["status"] == "passed"
 
 
-def test_tests_stage_counts_outcomes_from_progress_when_pytest_was_stopped(tmp_path, driver):
+def test_tests_stage_counts_outcomes_from_progress_when_pytest_was_stopped(tmp_path, driver, checks):
     """A tests stage cut off at its limit writes no junit XML: the counts come from pytest -q's lines."""
     ctx = driver.Context(False, sys.executable, tmp_path, tmp_path, 1.0, {})
     rec = {"steps": [{"name": "pytest", "output": "..F.s.....s" + " " * 40 + "[ 50%]\n..E"}]}
     with pytest.raises(RuntimeError, match="junit"):
-        driver.collect_tests(ctx, rec)
+        checks.collect_tests(ctx, rec)
     assert {k: rec["results"][k] for k in ("passed", "failed", "errors", "skipped")} == {
         "passed": 10, "failed": 1, "errors": 1, "skipped": 2}
