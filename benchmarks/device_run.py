@@ -13,6 +13,9 @@ Stages (``--stages a,b`` selects; default all but ``train_priors``), defined in 
 env             nvidia-smi, torch/CUDA versions, the device, astra (imports, ``use_cuda``,
                 its CUDA projector against the CPU one), where each packed module came from
 tests           ``pytest -m cuda`` over the test files that mark tests ``cuda``
+projector       ``benchmarks/ct_projector.py --device cuda``: slices/s of projection plus
+                backprojection and the adjoint error of the system-matrix backend and, where
+                astra has a CUDA build (recorded), of astra's CUDA projector
 run_sparse_ct   ``python -m recon run task=sparse_ct device=cuda``
 run_mri         ``task=mri_multicoil prior=mri_brain sampler=dds_mri device=cuda``
 run_ct3d        ``task=ct3d_sparse device=cuda``

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "device_run.py"
-DEFAULT = ["env", "tests", "run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16", "train_ddp", "figures"]
+DEFAULT = ["env", "tests", "projector", "run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16", "train_ddp", "figures"]
 
 
 def _run(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
@@ -35,7 +35,7 @@ def driver():
 
 @pytest.fixture(scope="module")
 def checks(driver):
-    """``benchmarks/device/checks.py``, the env and tests stages (imported by the driver)."""
+    """``benchmarks/device/checks.py``, the env, tests and projector stages (imported by the driver)."""
     import device.checks
 
     return device.checks
@@ -49,14 +49,18 @@ def test_every_stage_command_line_is_built_and_validated(tmp_path):
         assert rec["status"] == "validated", (name, rec)
         assert rec["modes"]["gpu"] and rec["modes"]["smoke"], name
     gpu = {name: " ".join(s["command"] for s in rec["modes"]["gpu"]) for name, rec in report["stages"].items()}
-    assert all("device=cuda" in gpu[n] for n in DEFAULT[2:8]) and "device=cuda" in gpu["train_priors"]
+    assert all("device=cuda" in gpu[n] for n in DEFAULT[3:9]) and "device=cuda" in gpu["train_priors"]
     assert "compile=true" in gpu["run_compile"] and "precision=bf16" in gpu["run_bf16"]
     assert "torch.distributed.run --standalone --nproc_per_node 1" in gpu["train_ddp"]
     assert "-m cuda" in gpu["tests"] and "tests/test_ct.py" in gpu["tests"]
+    assert "--device cuda --sizes 128,256 --views 16,90 --batches 1,16,128" in gpu["projector"]
     assert "--precisions fp32,tf32,bf16" in gpu["figures"] and "--layout" not in gpu["figures"]
     assert "train.shard_mib=15" in gpu["train_priors"] and "train.export_dtype=float16" in gpu["train_priors"]
     smoke = {name: " ".join(s["command"] for s in rec["modes"]["smoke"]) for name, rec in report["stages"].items()}
     assert "compile=eager" in smoke["run_compile"] and "device=cpu" in smoke["run_sparse_ct"]
+    assert "--device cpu --sizes 32 --views 8 --batches 1,4 --repeats 1" in smoke["projector"]
+    assert all(rec["modes"]["gpu"][0]["checked"].endswith("arguments parse") for rec in (
+        report["stages"]["projector"], report["stages"]["figures"]))
     assert (tmp_path / "device_run.log").is_file()
 
 
@@ -73,6 +77,12 @@ def test_smoke_runs_every_default_stage_on_the_cpu(tmp_path):
     stages = report["stages"]
     assert stages["env"]["results"]["modules"]["astra"]["version"]
     assert stages["tests"]["results"]["failed"] == 0 and stages["tests"]["results"]["errors"] == 0
+    projector = stages["projector"]["results"]
+    assert projector["device"] == "cpu" and projector["astra_cuda_rows"] is False and "CPU run" in projector["note"]
+    pairs = {(r["backend"], r["batch"]) for r in projector["rows"]}
+    assert pairs == {(b, n) for b in ("matrix", "astra") for n in (1, 4)}
+    assert all(r["slices_per_s"] > 0 and r["adjoint_error"]["float32"] < 1e-5 for r in projector["rows"])
+    assert projector["matrix_adjoint_error_max"]["float64"] < 1e-12
     for name in ("run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16"):
         methods = stages[name]["results"]["methods"]
         assert methods and all({"psnr", "ssim", "seconds", "nfe"} <= set(m) for m in methods.values()), name
@@ -152,3 +162,32 @@ def test_tests_stage_counts_outcomes_from_progress_when_pytest_was_stopped(tmp_p
         checks.collect_tests(ctx, rec)
     assert {k: rec["results"][k] for k in ("passed", "failed", "errors", "skipped")} == {
         "passed": 10, "failed": 1, "errors": 1, "skipped": 2}
+
+
+def test_projector_stage_records_whether_astra_cuda_was_measured(tmp_path, driver, checks):
+    """On the GPU, the astra rows are its CUDA projector: present, their adjoint error is summarised;
+    absent because astra has no CUDA build, a note says so; absent although it has one, the stage fails."""
+    ctx = driver.Context(False, sys.executable, tmp_path, tmp_path, 1.0, {})
+
+    def row(backend, batch, error):
+        return {"kind": "fan", "size": 128, "views": 16, "backend": backend, "batch": batch,
+                "slices_per_second": 1234.5678, "seconds": 0.1, "build_seconds": 0.5 if backend == "matrix" else None,
+                "matrix_mib": 12.3456 if backend == "matrix" else None, "adjoint_error": error}
+
+    def collect(use_cuda, rows, rec=None):
+        (tmp_path / "projector.json").write_text(json.dumps(
+            {"machine": "H100", "device": "cuda", "astra_use_cuda": use_cuda, "rows": rows}))
+        return checks.collect_projector(ctx, {"steps": []} if rec is None else rec)
+
+    matrix = [row("matrix", n, {"float32": 2e-9, "float64": 1e-17}) for n in (1, 16)]
+    out = collect(True, matrix + [row("astra", n, {"float32": e}) for n, e in ((1, 3e-3), (16, 4e-3))])
+    assert out["astra_cuda_rows"] is True and out["astra_cuda_adjoint_error_max"] == 4e-3 and "note" not in out
+    assert out["rows"][0] == {"geometry": "fan 128x128, 16 views", "backend": "matrix", "batch": 1,
+                              "slices_per_s": 1235.0, "matrix_mib": 12.3, "build_s": 0.5,
+                              "adjoint_error": {"float32": 2e-9, "float64": 1e-17}}
+    out = collect(False, matrix)
+    assert out["astra_cuda_rows"] is False and "not measured" in out["note"]
+    rec = {"steps": []}
+    with pytest.raises(RuntimeError, match="no astra CUDA rows"):
+        collect(True, matrix, rec)
+    assert len(rec["results"]["rows"]) == 2  # what was measured stays in the record

@@ -2,7 +2,8 @@
 JSON and log), in the order a run takes them. Each :class:`~device.stage.Stage` builds its
 commands for the GPU run or for ``--smoke`` and collects their results into ``device_run.json``:
 
-* :mod:`device.checks`: ``env``, ``tests`` (the device, the ``cuda`` tests);
+* :mod:`device.checks`: ``env``, ``tests``, ``projector`` (the device, the ``cuda`` tests, the CT
+  projectors);
 * :mod:`device.runs`: ``run_sparse_ct``, ``run_mri``, ``run_ct3d``, ``run_compile``, ``run_bf16``,
   ``figures`` (the project's workloads);
 * :mod:`device.training`: ``train_ddp`` and the explicit-only ``train_priors``.
@@ -11,7 +12,7 @@ commands for the GPU run or for ``--smoke`` and collects their results into ``de
 it into the archive that travels to the GPU machine.
 """
 
-from .checks import build_env, build_tests, collect_env, collect_tests
+from .checks import build_env, build_projector, build_tests, collect_env, collect_projector, collect_tests
 from .runs import SMOKE_2D, SMOKE_3D, build_figures, build_run, collect_figures, collect_run
 from .stage import Context, Stage, Step
 from .training import build_train_ddp, build_train_priors, collect_train_ddp, collect_train_priors
@@ -19,6 +20,8 @@ from .training import build_train_ddp, build_train_priors, collect_train_ddp, co
 STAGES: list[Stage] = [
     Stage("env", "GPU, torch, CUDA, astra", 60, 10, build_env, collect_env, smoke_cap_s=60),
     Stage("tests", "pytest -m cuda", 150, 30, build_tests, collect_tests),
+    Stage("projector", "ct_projector: matrix and astra CUDA projectors, slices/s and adjoint error", 90, 20,
+          build_projector, collect_projector, smoke_cap_s=60),
     Stage("run_sparse_ct", "recon run task=sparse_ct", 60, 20,
           build_run("run_sparse_ct", ["task=sparse_ct"], SMOKE_2D), collect_run("run_sparse_ct")),
     Stage("run_mri", "recon run task=mri_multicoil prior=mri_brain sampler=dds_mri", 75, 20,

@@ -1,5 +1,7 @@
 """The stages of ``benchmarks/device_run.py`` that check the device itself: ``env`` (the GPU, torch,
-CUDA, astra and where each packed module came from) and ``tests`` (``pytest -m cuda``)."""
+CUDA, astra and where each packed module came from), ``tests`` (``pytest -m cuda``) and
+``projector`` (``benchmarks/ct_projector.py``: the CT projectors' speed and adjoint error on the
+GPU, astra's CUDA projector included where astra has a CUDA build)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import re
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
-from .stage import REPO, Context, Step, printed_json, step_record
+from .stage import REPO, Context, Step, printed_json, read_json, step_record
 
 
 def _env_probe() -> str:
@@ -127,4 +129,42 @@ def collect_tests(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def build_projector(ctx: Context) -> list[Step]:
+    argv = [ctx.python, str(REPO / "benchmarks" / "ct_projector.py"), "--json", str(ctx.tmp / "projector.json")]
+    if ctx.smoke:
+        argv += ["--device", "cpu", "--sizes", "32", "--views", "8", "--batches", "1,4", "--repeats", "1"]
+    else:
+        argv += ["--device", "cuda", "--sizes", "128,256", "--views", "16,90", "--batches", "1,16,128"]
+    return [Step("ct_projector", argv)]
 
+
+def _significant(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else float(f"{value:.{digits}g}")
+
+
+def collect_projector(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
+    """ct_projector's rows, compact, and whether astra's CUDA projector was measured: its
+    backprojection is only approximately the transpose, and these rows are where that shows."""
+    report = read_json(ctx.tmp / "projector.json", "ct_projector")
+    rows = [{"geometry": f"{r['kind']} {r['size']}x{r['size']}, {r['views']} views", "backend": r["backend"],
+             "batch": r["batch"], "slices_per_s": _significant(r["slices_per_second"], 4),
+             "matrix_mib": _significant(r["matrix_mib"]), "build_s": _significant(r["build_seconds"]),
+             "adjoint_error": {k: _significant(v) for k, v in r["adjoint_error"].items()}}
+            for r in report["rows"]]
+    astra = [r["adjoint_error"]["float32"] for r in rows if r["backend"] == "astra"]
+    matrix = [r["adjoint_error"] for r in rows if r["backend"] == "matrix"]
+    on_cuda = report["device"].startswith("cuda")
+    use_cuda = report.get("astra_use_cuda")
+    out = {"machine": report["machine"], "device": report["device"], "astra_use_cuda": use_cuda,
+           "astra_cuda_rows": on_cuda and bool(astra),
+           "astra_cuda_adjoint_error_max": max(astra) if on_cuda and astra else None,
+           "matrix_adjoint_error_max": {k: max((e[k] for e in matrix), default=None) for k in ("float32", "float64")},
+           "rows": rows}
+    if not on_cuda:
+        out["note"] = "CPU run: the astra rows are astra's CPU projector (its CUDA adjoint mismatch needs the GPU)"
+    elif use_cuda is not True:
+        out["note"] = f"astra.use_cuda() answered {use_cuda!r}: its CUDA projector was not measured"
+    elif not astra:
+        rec["results"] = out
+        raise RuntimeError("astra.use_cuda() is true, yet ct_projector wrote no astra CUDA rows")
+    return out
