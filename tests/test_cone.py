@@ -41,13 +41,20 @@ def test_default_detector_sees_the_whole_volume_from_every_angle():
 
 
 @needs_gpu
-def test_cone_beam_adjoint_on_the_gpu():
+def test_cone_beam_adjoint_on_the_gpu(record_property):
+    """astra's BP3D is not the exact transpose of its FP3D: measured with signed random inputs on
+    the Cauchy-Schwarz scale (non-negative inputs hide a mismatch), recorded in the junit XML
+    (``benchmarks/device_run.sh`` reports it) and bounded loosely."""
     A = cone_beam_ct(48, 12, 30, pixel_size=0.2).cuda()
     g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.rand((2, *A.in_shape), generator=g, device="cuda")
-    y = torch.rand((2, *A.out_shape), generator=g, device="cuda")
-    lhs, rhs = inner(A(x), y), inner(x, A.adjoint(y))
-    assert float(((lhs - rhs).abs() / lhs.abs()).max()) < 0.05  # astra's BP3D is not the exact transpose
+    x = torch.randn((2, *A.in_shape), generator=g, device="cuda")
+    y = torch.randn((2, *A.out_shape), generator=g, device="cuda")
+    ax, aty = A(x).double(), A.adjoint(y).double()
+    lhs, rhs = inner(ax, y.double()), inner(x.double(), aty)
+    scale = ax.flatten(1).norm(dim=1) * y.double().flatten(1).norm(dim=1)
+    error = float(((lhs - rhs).abs() / scale).max())
+    record_property("cone_beam_adjoint_error", error)
+    assert error < 0.05
 
 
 @needs_gpu
