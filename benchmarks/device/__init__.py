@@ -19,7 +19,7 @@ from .training import build_train_ddp, build_train_priors, collect_train_ddp, co
 
 STAGES: list[Stage] = [
     Stage("env", "GPU, torch, CUDA, astra", 60, 10, build_env, collect_env, smoke_cap_s=60),
-    Stage("tests", "pytest -m cuda", 150, 30, build_tests, collect_tests),
+    Stage("tests", "pytest -m cuda", 200, 30, build_tests, collect_tests),  # compiles once, trains once
     Stage("projector", "ct_projector: matrix and astra CUDA projectors, slices/s and adjoint error", 90, 20,
           build_projector, collect_projector, smoke_cap_s=60),
     Stage("run_sparse_ct", "recon run task=sparse_ct", 60, 20,

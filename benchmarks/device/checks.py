@@ -92,8 +92,10 @@ def build_tests(ctx: Context) -> list[Step]:
     # One hung test must not take the stage (and its junit XML) with it: pytest-timeout where installed
     # (the GPU image has it).
     per_test = ["--timeout=100"] if importlib.util.find_spec("pytest_timeout") else []
+    # xunit1: the junit XML keeps what tests record with record_property without a warning.
     return [Step("pytest", [ctx.python, "-m", "pytest", "-m", "cuda", "-q", "-rfEs", "--continue-on-collection-errors",
-                            "-p", "no:cacheprovider", f"--junitxml={junit}", *per_test, *cuda_test_files()])]
+                            "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit1", *per_test,
+                            *cuda_test_files()])]
 
 
 PROGRESS = re.compile(r"^(?:tests/\S+\.py )?([.FEsxX]+)\s*(?:\[\s*\d+%\])?$")  # -q: "..F.s  [ 40%]"
@@ -111,9 +113,11 @@ def collect_tests(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
     root = ElementTree.parse(junit).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    failures, skip_reasons = [], {}
+    failures, skip_reasons, measured = [], {}, {}
     for case in root.iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        for prop in case.iter("property"):  # numbers a test recorded (record_property), e.g. adjoint errors
+            measured.setdefault(name, {})[prop.get("name", "")] = prop.get("value")
         for tag in ("failure", "error"):
             for node in case.findall(tag):
                 message = (node.get("message") or node.text or "").strip().splitlines()
@@ -123,7 +127,7 @@ def collect_tests(ctx: Context, rec: dict[str, Any]) -> dict[str, Any]:
             skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
     passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     out = {"files": cuda_test_files(), "passed": passed, "failed": counts["failures"], "errors": counts["errors"],
-           "skipped": counts["skipped"], "failures": failures, "skip_reasons": skip_reasons}
+           "skipped": counts["skipped"], "failures": failures, "skip_reasons": skip_reasons, "measured": measured}
     if ctx.smoke and passed == 0 and counts["skipped"] == counts["tests"]:
         out["note"] = "skipped: no GPU (every cuda test skips on the CPU; collected and imported)"
     return out
