@@ -23,8 +23,10 @@ With ``--budget-s`` (seconds from the start, set-up included), DDS on one slice 
 each precision (the base of the cost model); every other row gets an estimate from the
 measurements so far (batch 16: 16x one slice; DPS: ``3 x dps-steps / steps`` x one slice; the
 volume: ``slices / 16`` x the batch of 16, or ``slices`` x one slice before that is measured)
-and the rows run cheapest first, each only if its estimate fits the budget left; the others are
-listed as skipped, with the estimate. (On an H100, fp32 DPS-1000 and the fp32 256-slice volume take minutes: they are
+and each runs only if its estimate fits the budget left; the others are listed as skipped, with
+the estimate. The rows the issue's targets need go first (cheapest first): 16 slices at every
+precision and the volume at the last precision listed (bf16 in the device run); then the others,
+cheapest first. (On an H100, fp32 DPS-1000 and the fp32 256-slice volume take minutes: they are
 skipped under any budget of a device check.)
 
 Each row reports the measured seconds and the floor ``NFE x FLOPs per forward / peak``,
@@ -257,9 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     for row in [r for r in rest if (r.precision, "dds1") not in measured]:
         skip(row, "time budget", None)
     rest = [r for r in rest if (r.precision, "dds1") in measured]
-    while rest:  # under a budget cheapest first, else in the order listed
+    def first(r: Row) -> bool:  # what the targets need: 16 slices at every precision, the volume in the last
+        return r.kind == "dds16" or (r.kind == "dds3d" and r.precision == precisions[-1])
+
+    while rest:  # under a budget the targets' rows cheapest first, then the others cheapest first
         guesses = [estimate(r, measured, args) for r in rest]
-        i = 0 if args.budget_s is None else min(range(len(rest)), key=guesses.__getitem__)
+        i = 0 if args.budget_s is None else min(range(len(rest)), key=lambda k: (not first(rest[k]), guesses[k]))
         row, guess = rest.pop(i), guesses[i]
         if guess > left():
             skip(row, f"time budget (estimate {guess:.0f} s, {max(left(), 0):.0f} s left)", guess)
