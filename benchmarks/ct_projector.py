@@ -26,17 +26,10 @@ import time
 
 import torch
 
-from operators import _matrix, fan_beam_ct, parallel_beam_ct
+from operators import _matrix, adjoint_error, fan_beam_ct, parallel_beam_ct
 from recon.bench import machine_description
 
 FACTORIES = {"parallel": parallel_beam_ct, "fan": fan_beam_ct}
-
-
-def adjoint_error(op, x: torch.Tensor, y: torch.Tensor) -> float:
-    """``max |<A x, y> - <x, A^T y>| / (||A x|| ||y||)`` over the batch, products in float64."""
-    ax, aty = op(x).double(), op.adjoint(y).double()
-    lhs, rhs = (ax * y.double()).flatten(1).sum(1), (x.double() * aty).flatten(1).sum(1)
-    return float(((lhs - rhs).abs() / (ax.flatten(1).norm(dim=1) * y.double().flatten(1).norm(dim=1))).max())
 
 
 def best_seconds(fn, device: torch.device, repeats: int) -> float:
@@ -83,9 +76,9 @@ def measure(kind: str, size: int, views: int, batches: list[int], device: torch.
             memory = sum(m.values().nbytes + m.col_indices().nbytes + m.crow_indices().nbytes for m in pair)
         x = torch.randn((4, *op.in_shape), generator=g).to(device)
         y = torch.randn((4, *op.out_shape), generator=g).to(device)
-        errors = {"float32": adjoint_error(op, x, y)}
+        errors = {"float32": adjoint_error(op, op.adjoint, x, y)}
         if backend == "matrix":
-            errors["float64"] = adjoint_error(op, x.double(), y.double())
+            errors["float64"] = adjoint_error(op, op.adjoint, x.double(), y.double())
         for batch in batches:
             images = torch.rand((batch, *op.in_shape), generator=g).to(device)
             seconds = best_seconds(lambda: op.adjoint(op(images)), device, repeats)

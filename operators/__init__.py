@@ -7,6 +7,7 @@ from .base import (
     LinearOperator,
     ScaledOperator,
     SumOperator,
+    adjoint_error,
     identity,
     inner,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "gaussian1d",
     "gaussian2d",
     "ifft2c",
+    "adjoint_error",
     "inner",
     "inpainting",
     "limited_angle_angles",

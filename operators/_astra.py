@@ -71,13 +71,11 @@ class CTGeometry:
         angles = np.asarray(self.angles, dtype=np.float64)
         if self.kind == "parallel":
             proj = astra.create_proj_geom("parallel", self.detector_spacing, self.detector_count, angles)
-        elif self.kind == "fan":
+        else:  # "fan" (__post_init__ admits no other kind)
             proj = astra.create_proj_geom(
                 "fanflat", self.detector_spacing, self.detector_count, angles,
                 self.source_distance, self.detector_distance,
             )
-        else:
-            raise ValueError(f"unknown CT geometry kind {self.kind!r}; expected 'parallel' or 'fan'")
         return vol, proj
 
 

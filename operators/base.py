@@ -31,6 +31,20 @@ def batch_norm2(a: Tensor) -> Tensor:
     return inner(a, a).real
 
 
+def adjoint_error(forward, adjoint, x: Tensor, y: Tensor) -> float:
+    """Largest ``|<A x, y> - <x, A^H y>| / (||A x|| ||y||)`` over the batch (inner products in
+    double precision): how far ``adjoint`` is from the adjoint of ``forward``, on the
+    Cauchy-Schwarz scale, so that the rounding of ``A x`` itself does not dominate as it does
+    relative to ``|<A x, y>|`` with signed random inputs. ``forward``/``adjoint``: callables
+    (e.g. ``A`` and ``A.adjoint``)."""
+    def wide(t: Tensor) -> Tensor:
+        return t.to(torch.complex128 if t.is_complex() else torch.float64)
+
+    ax, aty, x, y = wide(forward(x)), wide(adjoint(y)), wide(x), wide(y)
+    scale = (batch_norm2(ax) * batch_norm2(y)).sqrt()
+    return float(((inner(ax, y) - inner(x, aty)).abs() / scale).max())
+
+
 class LinearOperator(torch.nn.Module):
     """Base class of batched linear operators ``A: (B, *in_shape) -> (B, *out_shape)``.
 

@@ -3,7 +3,7 @@ with astra's own projectors, batching, dtypes, the cache and clear errors.
 
 Adjoint errors are measured as ``|<A x, y> - <x, A^T y>| / (||A x|| ||y||)`` with signed random
 inputs (the Cauchy-Schwarz scale, so float32 rounding of ``A x`` itself does not dominate; see
-:func:`adjoint_error`); measured on this CPU: <= 9e-9 in float32, <= 4e-17 in float64.
+:func:`operators.adjoint_error`); measured on this CPU: <= 1e-8 in float32, <= 1e-17 in float64.
 """
 
 import copy
@@ -12,7 +12,7 @@ import pickle
 import pytest
 import torch
 
-from operators import CTGeometry, fan_beam_ct, parallel_beam_ct
+from operators import CTGeometry, adjoint_error, fan_beam_ct, parallel_beam_ct
 from operators import _matrix
 from operators.volume import parallel_beam_ct3d
 
@@ -23,15 +23,6 @@ TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
 def signed(shape, seed, dtype=torch.float64, device="cpu"):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
-
-
-def adjoint_error(forward, adjoint, x, y) -> float:
-    """Largest ``|<A x, y> - <x, A^T y>| / (||A x|| ||y||)`` over the batch, products in float64."""
-    ax, aty = forward(x).double(), adjoint(y).double()
-    lhs = (ax * y.double()).flatten(1).sum(1)
-    rhs = (x.double() * aty).flatten(1).sum(1)
-    scale = ax.flatten(1).norm(dim=1) * y.double().flatten(1).norm(dim=1)
-    return float(((lhs - rhs).abs() / scale).max())
 
 
 @pytest.mark.parametrize("kind", ["parallel", "fan"])
