@@ -13,13 +13,10 @@ section headed with the date, the machine and the command is appended to ``resul
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -28,71 +25,12 @@ from .allocator import bytes_in_use
 from .config import load_config
 from .errors import ConfigError
 from .io.atomic import atomic_write
-from .run import build_methods, noise_estimates, resolve_device, run_methods, simulate, synchronize
+from .measure import PeakMemory, machine_description, timed
+from .run import build_methods, noise_estimates, resolve_device, run_methods, simulate
 
 __all__ = ["BENCH_KEYS", "bench", "machine_description", "timed"]
 
 BENCH_KEYS = ("tasks", "count", "results", "plots")
-
-
-class PeakMemory:
-    """Peak memory above the start of the block, MiB: the CUDA allocator's peak, or on the CPU the
-    sampled peak of :func:`recon.allocator.bytes_in_use` (the resident set without glibc)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mib: float | None = None
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        elif (base := _cpu_memory()) is not None:
-            self._base = self._peak = base
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.005):
-            self._peak = max(self._peak, _cpu_memory())
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mib = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif hasattr(self, "_thread"):
-            self._stop.set()
-            self._thread.join()
-            self.peak_mib = (max(self._peak, _cpu_memory()) - self._base) / 2**20
-
-
-def _cpu_memory() -> int | None:
-    """Bytes held through ``malloc`` (glibc), else the resident set size (Linux), else ``None``."""
-    in_use = bytes_in_use()
-    if in_use is not None:
-        return in_use
-    if not Path("/proc/self/statm").is_file():
-        return None
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds of ``fn()``, with the device's queued work finished before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def machine_description(device: torch.device) -> str:
-    """CPU, cores, threads, torch version, and the GPU's name when the device is CUDA."""
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}{gpu}")
 
 
 def bench_task(task: str, count: int, overrides: list[str]) -> dict[str, list[dict[str, Any]]]:
