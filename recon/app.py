@@ -59,13 +59,14 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"run": _run, "batch": _ba
 
 
 def _group_help() -> str:
-    from .config import config_dir
+    from .config import config_root
 
-    root = config_dir()
+    root = config_root()
     lines = ["config groups (choose with GROUP=OPTION):"]
-    for group in sorted(p for p in root.iterdir() if p.is_dir()):
-        options = sorted(f.stem for f in group.glob("*.yaml"))
-        lines.append(f"  {group.name:<10} {', '.join(options)}")
+    for group in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
+        options = sorted(f.name.removesuffix(".yaml") for f in group.iterdir() if f.name.endswith(".yaml"))
+        if options:
+            lines.append(f"  {group.name:<10} {', '.join(options)}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Loading Hydra configs from ``configs/`` with command-line overrides.
+"""Loading Hydra configs (the package ``recon.configs``) with command-line overrides.
 
 The compose API is used instead of ``@hydra.main`` so that every failure (unknown key,
 unknown group option, bad syntax, missing value) becomes one :class:`ConfigError` line.
@@ -7,36 +7,43 @@ unknown group option, bad syntax, missing value) becomes one :class:`ConfigError
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 CONFIG_ENV = "RECON_CONFIG_DIR"
+CONFIG_PACKAGE = "recon.configs"
 
 
-def config_dir() -> Path:
-    """The configs folder: ``$RECON_CONFIG_DIR`` or the repository's ``configs/``."""
+def config_root() -> "Traversable":
+    """The configs: ``$RECON_CONFIG_DIR`` (a folder) or the installed package ``recon.configs``
+    (the repository's ``configs/``, shipped inside the package by ``pip install .``)."""
     env = os.environ.get(CONFIG_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(
-            f"{path}: no config.yaml here; install recon from its repository (pip install -e .) "
-            f"or point {CONFIG_ENV} at its configs/ folder"
-        )
-    return path
+    root: Traversable = Path(env) if env else resources.files(CONFIG_PACKAGE)
+    if not root.joinpath("config.yaml").is_file():
+        where = f"{CONFIG_ENV}={env}" if env else f"package {CONFIG_PACKAGE} ({root})"
+        raise ConfigError(f"{where}: no config.yaml there; point {CONFIG_ENV} at a folder holding recon's configs")
+    return root
 
 
 def load_config(overrides: Sequence[str], config_name: str = "config") -> DictConfig:
     """Compose ``config_name`` with ``overrides``; includes the ``hydra`` node (run dir)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_dir, initialize_config_module
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    root = config_root()
+    initialize = (initialize_config_dir(config_dir=str(Path(str(root)).resolve()), version_base="1.3")
+                  if isinstance(root, Path) else initialize_config_module(CONFIG_PACKAGE, version_base="1.3"))
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        with initialize:
             cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_first_line(err)) from None
