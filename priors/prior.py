@@ -87,6 +87,16 @@ class DiffusionPrior(nn.Module):
         self.channels_last = True
         return self
 
+    def compile(self, backend: str = "inductor") -> "DiffusionPrior":
+        """Compile the network in place with ``torch.compile(backend=...)`` (for GPUs; no gain
+        measured on the CPU). The compiler picks its own memory layouts, and autograd tracing
+        fails on channels-last GroupNorm, so the network returns to the contiguous layout first.
+        Returns ``self``."""
+        self.network.to(memory_format=torch.contiguous_format)
+        self.channels_last = False
+        self.network.compile(backend=backend)
+        return self
+
     # --- units ---------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
         """Physical ``(B, 1, H, W)`` (real or complex) -> model space ``(B, C, H, W)``."""
