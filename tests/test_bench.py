@@ -1,12 +1,14 @@
 """``python -m recon bench``: tables appended atomically, plots written, memory measured."""
 
+import threading
 import time
 
 import pytest
 import torch
 
 from recon.app import main
-from recon.bench import PeakMemory, format_section
+from recon.bench import format_section
+from recon.measure import PeakMemory
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +45,10 @@ def test_volume_tasks_get_a_z_psnr_column():
 
 def test_peak_memory_sees_a_large_allocation():
     """Even when the memory is already resident: freed earlier and kept by the allocator, as
-    CPU runs do (``reuse_freed_memory``), so that the resident set does not grow."""
+    CPU runs do (``reuse_freed_memory``), so that the resident set does not grow. The block
+    holds its 64 MiB until the sampling thread has provably read memory while it was held (two
+    more readings than when it was allocated: the first may have begun before), so a busy
+    machine that delays the thread makes the test slower, not wrong."""
     from recon.allocator import reuse_freed_memory
 
     reuse_freed_memory()
@@ -54,9 +59,39 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory(torch.device("cpu")) as large:
         x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         x.add_(1)
-        time.sleep(0.05)  # held for 10 sampling periods: the peak is sampled every 5 ms
+        seen, deadline = large.samples, time.monotonic() + 60
+        while large.samples < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert large.samples >= seen + 2, "the sampling thread took no reading in 60 s"
         del x
-    assert large.peak_mib > 40 and small.peak_mib < large.peak_mib
+    assert 60 < large.peak_mib < 80 and small.peak_mib < 8
+
+
+def test_peak_memory_keeps_the_largest_reading_above_the_entry_one():
+    """The sampling logic with scripted readings (bytes): the peak is the largest reading minus
+    the one at entry, including the reading taken at exit; no reading means no figure."""
+    readings = iter([100 * 2**20, 103 * 2**20, 130 * 2**20, 101 * 2**20])
+    done = threading.Event()
+
+    def read():
+        value = next(readings, None)
+        if value is None:
+            done.set()
+            return 100 * 2**20
+        return value
+
+    with PeakMemory(torch.device("cpu"), read=read, period=0.001) as memory:
+        assert done.wait(60)  # the thread has taken every scripted reading
+    assert memory.peak_mib == 30 and memory.samples >= 4
+
+    held = iter([10 * 2**20, 12 * 2**20])  # at entry, then at exit
+    with PeakMemory(torch.device("cpu"), read=lambda: next(held), period=3600) as at_exit:
+        pass
+    assert at_exit.peak_mib == 2 and at_exit.samples == 1  # the long period: no thread reading yet
+
+    with PeakMemory(torch.device("cpu"), read=lambda: None) as unmeasured:
+        pass
+    assert unmeasured.peak_mib is None
 
 
 def test_gpu_figures_script_runs_small_on_cpu():
