@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 from .io.images import load_npy_images
-from .run import resolve_device
+from .build import resolve_device
 
 if TYPE_CHECKING:
     from priors.train import Trainer
