@@ -20,7 +20,8 @@ from operators import TransmissionNoise, parallel_beam_ct
 from priors import load_prior
 from recon.bench import machine_description, timed
 from recon.data.sources import phantom
-from recon.run import resolve_device
+from recon.allocator import reuse_freed_memory
+from recon.build import resolve_device
 from recon.samplers import DDS, DPS
 
 
@@ -33,7 +34,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--allocator", default="reuse", choices=["reuse", "system"])
     args = parser.parse_args()
-    device = resolve_device(args.device, reuse_memory=args.allocator == "reuse")
+    device = resolve_device(args.device)
+    if device.type == "cpu" and args.allocator == "reuse":
+        reuse_freed_memory()
     prior = load_prior("ct-phantom-128").to(device)
     prior.precision = args.precision
     truths = [phantom(split="test", index=i) for i in range(args.batch)]

@@ -27,7 +27,7 @@ import torch
 
 from recon.config import load_config
 from recon.metrics import evaluate
-from recon.run import build_methods, resolve_device, simulate
+from recon.engine import Engine
 
 
 def neighbour_correlation(error: torch.Tensor) -> float:
@@ -64,9 +64,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for index in args.volumes:
         cfg = load_config([f"task={args.task}", f"data.index={index}", *args.overrides.split()])
-        device = resolve_device(str(cfg.device))
-        case = simulate(cfg, device, torch.Generator(device=device).manual_seed(int(cfg.seed)))
-        methods = build_methods(cfg, device)
+        engine = Engine(cfg)  # the case as `recon run` simulates it; each method then draws per seed
+        case, methods, device = engine.case, engine.methods, engine.device
         for name in args.methods:
             draws = [methods[name](case.y, case.physics, generator=torch.Generator(device=device).manual_seed(s))
                      for s in range(args.seeds)]

@@ -20,8 +20,9 @@ import time
 import torch
 
 from recon.config import load_config
-from recon.run import build_methods, resolve_device, run_methods, simulate
-from task_benchmark import summarise
+from recon.engine import Engine
+from recon.report import Column, format_table
+from task_benchmark import COLUMNS
 
 
 def main() -> None:
@@ -44,19 +45,15 @@ def main() -> None:
             if index < args.dps_count:  # the speed comparison: DDS-50 (paper default) and DPS-1000
                 runs += [["sampler=dds", "baselines=[]"], ["sampler=dps_ct", "baselines=[]"]]
             for run in runs:
-                cfg = load_config(["task=sparse_ct", f"operator.views={views}", f"data.index={index}", *run, *extra])
-                device = resolve_device(str(cfg.device))
-                gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
-                case = simulate(cfg, device, gen)
-                methods = build_methods(cfg, device)
-                for name, res in run_methods(methods, case.y, case.physics, case.truth, gen).items():
+                outcome = Engine(load_config(["task=sparse_ct", f"operator.views={views}", f"data.index={index}",
+                                                *run, *extra])).run()
+                for name, res in outcome.results.items():
                     label = name if res.metrics["nfe"] == 0 else f"{name}-{res.metrics['nfe']}"
                     results.setdefault(label, []).append(res.metrics)
         print(f"\n### {views} views, {args.count} held-out phantoms (DDS-50 and DPS: first {args.dps_count})\n")
-        print("| method | PSNR [dB] | SSIM | seconds/slice | NFE |")
-        print("| --- | --- | --- | --- | --- |")
-        for name, rows in results.items():
-            print(f"| {name} ({len(rows)}) | {summarise(rows)} |", flush=True)
+        rows = {f"{name} ({len(rows)})": rows for name, rows in results.items()}
+        print(format_table(rows, (*COLUMNS[:2], Column("seconds", "seconds/slice", how="mean"), COLUMNS[4]),
+                           markdown=True), flush=True)
         dps = [k for k in results if k.startswith("dps-")]
         if dps and "dds-50" in results:
             ratio = statistics.mean(r["seconds"] for r in results[dps[0]]) / statistics.mean(

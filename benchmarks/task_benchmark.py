@@ -20,39 +20,22 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import torch
 
 from recon.config import load_config
-from recon.run import build_methods, noise_estimates, resolve_device, run_methods, simulate
+from recon.engine import Engine
+from recon.report import SCORES, Column, format_table
 
-
-def summarise(rows: list[dict[str, float]]) -> str:
-    """``PSNR ± sd | SSIM ± sd | [z-PSNR ± sd |] seconds | NFE`` over ``rows`` of method metrics
-    (z-PSNR for volumes), and ``| noise error ± sd`` for structured-noise tasks."""
-    def ms(key: str, digits: int) -> str:
-        vals = [r[key] for r in rows]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        return f"{statistics.mean(vals):.{digits}f} ± {sd:.{digits}f}"
-
-    noise = f" | {ms('noise_error', 3)}" if "noise_error" in rows[0] else ""
-    z = f"{ms('z_psnr', 2)} | " if "z_psnr" in rows[0] else ""
-    return (f"{ms('psnr', 2)} | {ms('ssim', 4)} | {z}{statistics.mean(r['seconds'] for r in rows):.2f} | "
-            f"{int(rows[0]['nfe'])}{noise}")
+COLUMNS = (*SCORES[:2], SCORES[3], Column("seconds", "seconds/case", how="mean"), Column("nfe", "NFE", "d", "first"),
+           SCORES[4])
 
 
 def run_case(overrides: list[str]) -> dict[str, dict[str, float]]:
     """Metrics of every method of one configured run (nothing written to disk)."""
-    cfg = load_config(overrides)
-    device = resolve_device(str(cfg.device))
-    gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    case = simulate(cfg, device, gen)
-    results = run_methods(build_methods(cfg, device), case.y, case.physics, case.truth, gen,
-                          samples=int(cfg.get("samples", 1)))
-    noise_estimates(case, results)  # adds noise_error under structured noise
-    return {name: res.metrics for name, res in results.items()}
+    outcome = Engine(load_config(overrides)).run()
+    return {name: res.metrics for name, res in outcome.results.items()}
 
 
 def main() -> None:
@@ -79,14 +62,8 @@ def main() -> None:
                 labels.setdefault(name if metrics["nfe"] == 0 else f"{name}-{metrics['nfe']}", []).append(metrics)
         for label, rows in labels.items():
             results[f"{label} [{run}]" if run and len(args.runs) > 1 else label] = rows
-    noise = any("noise_error" in rows[0] for rows in results.values())
-    volume = any("z_psnr" in rows[0] for rows in results.values())
-    print("| method | PSNR [dB] | SSIM |" + (" z-PSNR [dB] |" if volume else "") + " seconds/case | NFE |"
-          + (" noise error |" if noise else ""))
-    print("| --- | --- | --- | --- | --- |" + (" --- |" if noise else "") + (" --- |" if volume else ""))
-    for name, rows in results.items():
-        print(f"| {name} ({len(rows)}) | {summarise(rows)} |", flush=True)
-
+    print(format_table({f"{name} ({len(rows)})": rows for name, rows in results.items()}, COLUMNS, markdown=True),
+          flush=True)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,5 @@
 """``python -m recon``: see :mod:`recon.app`."""
 
-import sys
+from .app import cli
 
-from .app import main
-
-sys.exit(main())
+cli()

@@ -63,7 +63,8 @@ def reuse_freed_memory() -> bool:
 
     Freed blocks stay in the process for the next step instead of going back to the kernel;
     the resident set stays at its peak instead of shrinking between steps (the peak itself is
-    unchanged). Process-wide and irreversible: the command line calls it for CPU runs; a library
+    unchanged). Process-wide and irreversible: the command line calls it (:func:`recon.app.cli`; opt out with
+    ``RECON_CPU_ALLOCATOR=system``), library calls never do; a library
     user may call it once before sampling. Returns ``False`` (and changes nothing) where the C
     library is not glibc (macOS, Windows, musl).
     """

@@ -6,6 +6,11 @@ Commands:
     train   train a diffusion prior (denoising score matching, EMA, resumable; torchrun for DDP)
     bench   every task x method on held-out cases, appended to benchmarks/RESULTS.md
 
+The command line (``python -m recon``, the ``recon`` script) first sets the CPU memory allocator
+to keep freed buffers for reuse (:func:`recon.allocator.reuse_freed_memory`: glibc only, process-wide,
+measured 1.36-1.54x faster batched sampling on the CPU); ``RECON_CPU_ALLOCATOR=system`` keeps the C
+library's defaults. Calling :func:`main` from Python changes nothing in the process.
+
 Overrides use Hydra's syntax (``operator.views=8``, ``data=file data.path=FILE``,
 ``hydra.run.dir=DIR``); ``python -m recon run --help`` lists the config groups. User errors
 (bad input files, unknown keys) print one line and exit with status 2; ``batch`` exits with 1
@@ -14,10 +19,11 @@ when some input files failed (each is reported) and the rest were reconstructed.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
-from .errors import ReconError
+from .errors import ConfigError, ReconError
 
 USAGE = __doc__ or ""
 
@@ -70,8 +76,33 @@ def _group_help() -> str:
     return "\n".join(lines)
 
 
+ALLOCATOR_ENV = "RECON_CPU_ALLOCATOR"
+
+
+def set_cpu_allocator() -> None:
+    """The command line's allocator step: ``$RECON_CPU_ALLOCATOR`` ``reuse`` (default) or ``system``."""
+    from .allocator import reuse_freed_memory
+
+    choice = os.environ.get(ALLOCATOR_ENV, "reuse")
+    if choice not in {"reuse", "system"}:
+        raise ConfigError(f"{ALLOCATOR_ENV}={choice}: expected reuse or system")
+    if choice == "reuse":
+        reuse_freed_memory()
+
+
+def cli() -> None:
+    """The ``recon`` script and ``python -m recon``: the allocator step, then :func:`main`."""
+    try:
+        set_cpu_allocator()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    """Dispatch ``argv`` (default ``sys.argv[1:]``); returns the exit status. No process-wide
+    settings change (:func:`cli` adds the allocator step)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(USAGE.strip())

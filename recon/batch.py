@@ -33,26 +33,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from operators import MASK_KINDS
-from .data.mri_sources import regrid
-from .errors import ConfigError, InputError, ReconError
+from .build import build_methods, resolve_device
+from .batch_job import complete, process_file, record_path
+from .errors import ConfigError
 from .io.atomic import atomic_write, save_json
-from .io.fastmri import FastMRIVolume, center_crop, read_fastmri, write_reconstruction
-from .metrics import evaluate
-from .run import Method, build_methods, instantiate, resolve_device, synchronize
-
-RECORDS = "per_volume"
-
+from .report import Column, format_table
 
 def batch(cfg: DictConfig) -> int:
     """Run the batch configured by ``cfg`` (``configs/batch.yaml``); returns the exit status."""
@@ -69,7 +62,7 @@ def batch(cfg: DictConfig) -> int:
     methods = build_methods(cfg, device)
     if not methods:
         raise ConfigError("nothing to run: no baselines and no sampler configured")
-    jobs = [(path, [name for name in methods if not _complete(output, name, path.name)]) for path in files]
+    jobs = [(path, [name for name in methods if not complete(output, name, path.name)]) for path in files]
     jobs = [(path, names) for path, names in jobs if names]
     executor = str(cfg.get("executor", "local"))
     if executor == "local":
@@ -93,16 +86,6 @@ def batch(cfg: DictConfig) -> int:
     return 1 if failures else 0
 
 
-def process_file(path: Path, methods: dict[str, Method], cfg: DictConfig, output: Path,
-                 device: torch.device) -> str | None:
-    """:func:`reconstruct_volume`, with a bad input reported as its reason (``None``: done)."""
-    try:
-        reconstruct_volume(path, methods, cfg, output, device)
-    except (ReconError, ValueError) as err:
-        return err.problem if isinstance(err, InputError) else str(err)
-    return None
-
-
 def _folders(cfg: DictConfig) -> tuple[Path, Path]:
     """``data.root`` (an existing folder) and ``output`` (not inside it: the input is read only)."""
     root, output = Path(str(cfg.data.root)), Path(str(cfg.output))
@@ -121,96 +104,12 @@ def _check_mask(spec: DictConfig) -> None:
         raise ConfigError(f"mask.acceleration={spec.acceleration}: must be > 1")
 
 
-def _record_path(output: Path, method: str, name: str) -> Path:
-    return output / RECORDS / method / f"{Path(name).stem}.json"
-
-
-def _complete(output: Path, method: str, name: str) -> bool:
-    return (output / method / name).is_file() and _record_path(output, method, name).is_file()
-
-
-def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, output: Path,
-                       device: torch.device) -> None:
-    """Reconstruct every slice of ``path`` with each method; write outputs and records."""
-    from tqdm import tqdm
-
-    volume = read_fastmri(path)
-    if volume.num_slices == 0:
-        raise InputError(path, "kspace holds no slices")
-    rows, cols = volume.kspace_shape[-2:]
-    crop = tuple(volume.crop_size)
-    if crop[0] > rows or crop[1] > cols:
-        raise InputError(path, f"recon size {crop} exceeds the k-space ({rows}, {cols})")
-    shape = (crop[0], cols)
-    mask = torch.from_numpy(volume.mask) if volume.mask is not None else cfg.mask
-    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
-    images: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    seconds = dict.fromkeys(methods, 0.0)
-    maps_seconds, sampling = 0.0, None
-    step = int(cfg.batch_size)
-    with tqdm(total=volume.num_slices, desc=path.name, unit="slice", leave=False) as bar:
-        for start in range(0, volume.num_slices, step):
-            indices = range(start, min(start + step, volume.num_slices))
-            kspace = torch.stack([regrid(torch.from_numpy(volume.kspace(i)), shape) for i in indices])
-            tic = time.perf_counter()
-            physics = instantiate(cfg.operator, "operator", shape=shape, mask=mask, maps=None,
-                                  kspace=kspace).to(device)
-            maps_seconds += time.perf_counter() - tic
-            sampling = physics.mask.cpu()
-            y = physics.mask * kspace.to(device)
-            for name, method in methods.items():
-                synchronize(device)
-                tic = time.perf_counter()
-                x = method(y, physics, generator=generator)
-                synchronize(device)
-                seconds[name] += time.perf_counter() - tic
-                images[name].append(center_crop(x.detach().abs()[:, 0], crop).cpu().numpy())
-            bar.update(len(indices))
-    target = _target(volume)
-    acceleration = sampling.numel() / float(sampling.sum())
-    for name in methods:
-        recon = np.concatenate(images[name])
-        write_reconstruction(output / name / path.name, recon, method=name, crop_size=crop, mask=sampling,
-                             acceleration=acceleration, center_fraction=_center_fraction(volume, cfg.mask))
-        save_json(_record_path(output, name, path.name), {
-            "file": path.name,
-            "method": name,
-            "slices": volume.num_slices,
-            "seconds": seconds[name],
-            "maps_seconds": maps_seconds,
-            "acceleration": acceleration,
-            "metrics": None if target is None else volume_metrics(recon, target),
-        })
-
-
-def _target(volume: FastMRIVolume) -> np.ndarray | None:
-    if not volume.has_target:
-        return None
-    return np.stack([volume.target(i) for i in range(volume.num_slices)])
-
-
-def _center_fraction(volume: FastMRIVolume, spec: DictConfig) -> float | None:
-    """The configured centre fraction (its default made explicit), None for a file's own mask."""
-    if volume.mask is not None:
-        return None
-    fraction = spec.center_fraction
-    return float(fraction) if fraction is not None else 0.32 / float(spec.acceleration)
-
-
-def volume_metrics(recon: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """fastMRI's volume metrics of magnitude stacks ``(S, h, w)``, both centre-cropped to the
-    smaller of their sizes: PSNR/NMSE over the volume, SSIM per slice averaged, data range the
-    target volume's maximum."""
-    size = (min(recon.shape[-2], target.shape[-2]), min(recon.shape[-1], target.shape[-1]))
-    return evaluate(center_crop(recon, size), center_crop(target, size))
-
-
 def summarise(output: Path, names: list[str], methods: list[str], failures: dict[str, str]) -> dict[str, Any]:
     """Per-method means over the records of ``names`` in ``output`` (this run's and earlier ones')."""
     table: dict[str, dict[str, Any]] = {}
     maps_seconds, map_slices = 0.0, 0
     for method in methods:
-        records = [json.loads(p.read_text()) for p in (_record_path(output, method, n) for n in names) if p.is_file()]
+        records = [json.loads(p.read_text()) for p in (record_path(output, method, n) for n in names) if p.is_file()]
         scored = [r["metrics"] for r in records if r["metrics"] is not None]
         slices = sum(r["slices"] for r in records)
         row: dict[str, Any] = {"volumes": len(records), "scored": len(scored)}
@@ -239,16 +138,14 @@ def summary_csv(methods: dict[str, dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+SUMMARY_COLUMNS = (Column("volumes", "volumes", "d", "first"), Column("psnr", "PSNR [dB]", ".2f", "first"),
+                   Column("ssim", "SSIM", ".4f", "first"), Column("nmse", "NMSE", ".2e", "first"),
+                   Column("seconds_per_slice", "s/slice", ".3f", "first"))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The printed table, then one line per failed file."""
-    lines = [f"{'method':<16}{'volumes':>8}{'PSNR [dB]':>10}{'SSIM':>8}{'NMSE':>10}{'s/slice':>9}"]
-    for name, row in summary["methods"].items():
-        lines.append(f"{name:<16}{row['volumes']:>8d}{_fmt(row['psnr'], '.2f'):>10}{_fmt(row['ssim'], '.4f'):>8}"
-                     f"{_fmt(row['nmse'], '.2e'):>10}{_fmt(row['seconds_per_slice'], '.3f'):>9}")
+    """The printed table (``n/a``: no scored volume), then one line per failed file."""
+    lines = [format_table({name: [row] for name, row in summary["methods"].items()}, SUMMARY_COLUMNS)]
     failed = summary["failed"]
     lines.append(f"{summary['files'] - len(failed)} of {summary['files']} files done")
     lines.extend(f"failed: {name}: {reason}" for name, reason in failed.items())

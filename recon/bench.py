@@ -18,15 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from .allocator import bytes_in_use
 from .config import load_config
 from .errors import ConfigError
 from .io.atomic import atomic_write
-from .measure import PeakMemory, machine_description, timed
-from .run import build_methods, noise_estimates, resolve_device, run_methods, simulate
+from .measure import machine_description, timed
+from .build import resolve_device
+from .engine import Engine
+from .report import SCORES, Column, format_table
 
 __all__ = ["BENCH_KEYS", "bench", "machine_description", "timed"]
 
@@ -34,48 +35,32 @@ BENCH_KEYS = ("tasks", "count", "results", "plots")
 
 
 def bench_task(task: str, count: int, overrides: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Per method (named ``name-NFE`` for samplers): one metrics row per case."""
+    """Per method (named ``name-NFE`` for samplers): one metrics row per case, with its seconds
+    per slice, peak memory and device."""
     rows: dict[str, list[dict[str, Any]]] = {}
     methods: dict[str, Any] = {}
     for index in range(count):
         cfg = load_config([f"task={task}", f"data.index={index}", f"seed={index}", *overrides])
-        device = resolve_device(str(cfg.device))
-        generator = torch.Generator(device=device).manual_seed(index)
-        case = simulate(cfg, device, generator)
-        slices = case.truth.shape[2] if case.truth.dim() == 5 else 1
-        methods = methods or build_methods(cfg, device)  # once per task: cases differ in data only
-        for name, method in methods.items():
-            with PeakMemory(device) as memory:
-                result = run_methods({name: method}, case.y, case.physics, case.truth, generator)[name]
-            noise_estimates(case, {name: result})
-            metrics = dict(result.metrics, seconds_per_slice=result.metrics["seconds"] / slices,
-                           peak_mib=memory.peak_mib, device=str(device))
-            label = name if metrics["nfe"] == 0 else f"{name}-{metrics['nfe']}"
-            rows.setdefault(label, []).append(metrics)
+        engine = Engine(cfg, methods or None)  # methods built once per task: cases differ in data only
+        methods, device = engine.methods, engine.device
+        outcome = engine.run(measure_memory=True)
+        slices = outcome.case.truth.shape[2] if outcome.case.truth.dim() == 5 else 1
+        for name, result in outcome.results.items():
+            metrics = dict(result.metrics, seconds_per_slice=result.metrics["seconds"] / slices, device=str(device))
+            rows.setdefault(name if metrics["nfe"] == 0 else f"{name}-{metrics['nfe']}", []).append(metrics)
     return rows
 
 
-def _mean_sd(values: list[float], digits: int) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+BENCH_COLUMNS = (Column("cases", "cases", how="count"), *SCORES[:2], SCORES[3],
+                 Column("seconds_per_slice", "seconds/slice", how="mean"), Column("nfe", "NFE", "d", "first"),
+                 Column("peak_mib", "peak memory [MiB]", ".0f", "max"), Column("device", "device", "s", "first"))
 
 
 def format_section(results: dict[str, dict[str, list[dict[str, Any]]]], header: str) -> str:
     """The Markdown section: a header line, then one table per task."""
     lines = [header, ""]
     for task, methods in results.items():
-        volume = all("z_psnr" in r for rows in methods.values() for r in rows)  # 3D tasks: z-PSNR too
-        lines += [f"#### {task}", "", "| method | cases | PSNR [dB] | SSIM | " + ("z-PSNR [dB] | " if volume else "")
-                  + "seconds/slice | NFE | peak memory [MiB] | device |", "| --- " * (9 if volume else 8) + "|"]
-        for label, rows in methods.items():
-            peaks = [r["peak_mib"] for r in rows if r["peak_mib"] is not None]
-            peak = f"{max(peaks):.0f}" if peaks else "n/a"
-            z = f"{_mean_sd([r['z_psnr'] for r in rows], 2)} | " if volume else ""
-            lines.append(f"| {label} | {len(rows)} | {_mean_sd([r['psnr'] for r in rows], 2)} | "
-                         f"{_mean_sd([r['ssim'] for r in rows], 4)} | {z}"
-                         f"{statistics.mean(r['seconds_per_slice'] for r in rows):.2f} | {rows[0]['nfe']} | "
-                         f"{peak} | {rows[0]['device']} |")
-        lines.append("")
+        lines += [f"#### {task}", "", format_table(methods, BENCH_COLUMNS, markdown=True), ""]
     return "\n".join(lines)
 
 

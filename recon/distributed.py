@@ -24,12 +24,12 @@ __all__ = ["run_on_ray"]
 
 def _reconstruct_file(path: str, names: list[str], config: dict[str, Any], output: str) -> str | None:
     """Worker side: build the named methods from ``config`` and reconstruct ``path``."""
-    from .batch import process_file
-    from .run import build_methods, resolve_device
+    from .batch_job import process_file
+    from .build import build_methods, resolve_device
 
     cfg = OmegaConf.create(config)
     device = resolve_device(str(cfg.device))
-    methods = {name: m for name, m in build_methods(cfg, device).items() if name in names}
+    methods = {name: m for name, m in build_methods(cfg, device, progress=False).items() if name in names}
     return process_file(Path(path), methods, cfg, Path(output), device)
 
 

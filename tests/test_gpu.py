@@ -86,10 +86,10 @@ def test_dds3d_runs_a_volume_on_cuda():
 
 
 def test_compiled_network_matches_eager():
-    """As ``compile=true`` builds it (``recon.run.build_prior``): inductor, contiguous layout."""
+    """As ``compile=true`` builds it (``recon.build.build_prior``): inductor, contiguous layout."""
     from omegaconf import OmegaConf
 
-    from recon.run import build_prior
+    from recon.build import build_prior
 
     node = OmegaConf.create({"name": "ct-phantom-128", "checkpoint": None, "card": None, "scale": None})
     eager, compiled = build_prior(node, CUDA), build_prior(node, CUDA, compile=True)

@@ -9,7 +9,7 @@ from recon.baselines import CGSense, L1Wavelet, ZeroFilled
 from recon.data.mri_sources import mni152_slice
 from recon.config import load_config
 from recon.metrics import psnr
-from recon.run import build_methods
+from recon.build import build_methods
 
 pytest.importorskip("sigpy")
 

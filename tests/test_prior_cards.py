@@ -12,7 +12,7 @@ from priors.registry import CARDS_DIR, resolve_card
 from priors.unet import from_guided_diffusion
 from recon.config import load_config
 from recon.errors import ConfigError
-from recon.run import build_prior
+from recon.build import build_prior
 
 MANIFESTS = json.loads((Path(__file__).parent / "data" / "adm_manifests.json").read_text())
 
@@ -41,3 +41,56 @@ def test_scale_override():
     node.scale = 0.0
     with pytest.raises(ConfigError, match="prior.scale"):
         build_prior(node, torch.device("cpu"))
+
+
+# Every bundled card (priors/weights/, priors/cards/) as the loaders saw it before priors.card
+# existed: channels, schedule (name, steps) and normalisation (offset, scale, complex, units).
+BUNDLED = {
+    "weights/ct-phantom-128": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),
+    "weights/ct-stripes-64": (1, "linear", 1000, 0.0, 0.05, False, "line integrals"),
+    "weights/interference-128": (1, "linear", 1000, 0.0, 0.05, False, "1/cm"),
+    "weights/mri-brain-256": (2, "linear", 1000, 0.0, 1.0, True, "a.u. (template max 1)"),
+    "cards/dds_fastmri_knee320_complex": (2, "linear", 1000, 0.0, 1.0, True,
+                                          "magnitude-normalised complex image (max |x| about 1)"),
+}
+
+
+def test_every_bundled_card_parses_as_before():
+    from priors import Normalization, VPSchedule
+    from priors.card import parse_card
+    from priors.registry import WEIGHTS_DIR, available_priors
+
+    paths = sorted(WEIGHTS_DIR.glob("*.yaml")) + sorted(CARDS_DIR.glob("*.yaml"))
+    assert sorted(f"{p.parent.name}/{p.stem}" for p in paths) == sorted(BUNDLED)
+    linear = VPSchedule.linear(1000)  # DDPM betas 1e-4 .. 0.02
+    for path in paths:
+        channels, name, steps, offset, scale, complex_channels, units = BUNDLED[f"{path.parent.name}/{path.stem}"]
+        card = read_card(path)
+        spec = parse_card(card)
+        assert spec.channels == channels == card["network"]["in_channels"]
+        assert (card["schedule"]["name"], spec.schedule.num_train_steps) == (name, steps)
+        assert torch.equal(spec.schedule.alphas_cumprod, linear.alphas_cumprod)
+        assert spec.schedule.alphas_cumprod[-1].item() == pytest.approx(4.0358e-05, rel=1e-4)
+        assert spec.normalization == Normalization(offset, scale, complex_channels, units)
+        assert spec.network == card["network"]
+        if path.parent == WEIGHTS_DIR:  # the registry's summary reads the same parse
+            summary = available_priors()[path.stem]
+            assert (summary["channels"], summary["units"], summary["complex"]) == (channels, units, complex_channels)
+
+
+def test_absent_card_fields_take_the_networks_defaults():
+    """No in_channels: the network is built with guided-diffusion's 3, and the prior says 3 too;
+    no schedule or normalization: linear 1000 steps, identity map."""
+    from priors import Normalization, VPSchedule
+    from priors.card import CheckpointError, parse_card
+    from priors.checkpoint import prior_from_card
+
+    card = {"network": {"image_size": 16, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
+                        "attention_resolutions": ""}}
+    spec = parse_card(card)
+    prior = prior_from_card(card, None)
+    assert spec.channels == prior.channels == prior.network.in_channels == 3
+    assert spec.normalization == prior.normalization == Normalization(0.0, 1.0, False, "")
+    assert torch.equal(spec.schedule.alphas_cumprod, VPSchedule.from_name("linear", 1000).alphas_cumprod)
+    with pytest.raises(CheckpointError, match="card.yaml: model card needs a 'network' mapping"):
+        parse_card({"schedule": {}}, source="card.yaml")

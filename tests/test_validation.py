@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from priors import GaussianPrior
-from recon.run import sample_statistics
+from recon.engine import sample_statistics
 from recon.samplers import DDS, DPS, REDDiff
 from recon.samplers.validation import draw, gmm_case, score_draws, sliced_wasserstein
 
@@ -70,7 +70,7 @@ def test_sliced_wasserstein_of_a_shift_and_of_equal_clouds():
 
 
 def test_posterior_sample_std_matches_the_exact_posterior():
-    """``samples=K``'s std map (``recon.run.sample_statistics``) on DPS draws of a Gaussian
+    """``samples=K``'s std map (``recon.engine.sample_statistics``) on DPS draws of a Gaussian
     posterior: within 20 % of the exact std per coordinate (measured 0.86-0.98 of it);
     prior draws (no data) are not."""
     from test_samplers import problem
