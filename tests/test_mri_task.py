@@ -60,7 +60,7 @@ def test_simulated_slice_writes_complex_results_and_magnitude_nifti(slab_run):
 def test_seeded_and_2d_masks(tmp_path):
     for kind in ("gaussian2d", "poisson"):
         run_dir = tmp_path / kind
-        assert main(["run", *FAST, f"mask={kind}", "mask.acceleration=8", "~baselines.l1_wavelet",
+        assert main(["run", *FAST, f"mask.kind={kind}", "mask.acceleration=8", "~baselines.l1_wavelet",
                      f"hydra.run.dir={run_dir}"]) == 0
         y = np.load(run_dir / "measurement.npy")[0, 0]
         assert 64 * 64 / (np.abs(y) > 0).sum() == pytest.approx(8, rel=0.15)
