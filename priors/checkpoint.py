@@ -11,6 +11,8 @@ Two formats:
   ``torch.load(weights_only=True)`` (no code is unpickled) and described by a YAML file of
   the same form as the model card (at least ``network``).
 
+Cards are read and parsed by :mod:`priors.card`; files are written by :mod:`priors.atomic`.
+
 A checkpoint that does not fit its network config is an error naming the first
 mismatching parameter; nothing is ever randomly initialised silently.
 """
@@ -21,29 +23,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import yaml
 
-from .prior import DiffusionPrior, Normalization
-from .schedule import VPSchedule
+from .atomic import write_atomic
+from .card import CheckpointError, card_text, parse_card, read_card
+from .prior import DiffusionPrior
 from .unet import from_guided_diffusion
 
-
-class CheckpointError(ValueError):
-    """A prior checkpoint or model card is missing, unreadable or does not fit its config."""
-
-
-def read_card(path: str | Path) -> dict[str, Any]:
-    """Read a YAML model card; it must hold a ``network`` mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: model card not found")
-    try:
-        card = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(card, dict) or not isinstance(card.get("network"), dict):
-        raise CheckpointError(f"{path}: model card needs a 'network' mapping of guided-diffusion arguments")
-    return card
+# Re-exported: the card and atomic-write helpers were defined here before priors.card/priors.atomic.
+__all__ = ["CheckpointError", "card_text", "export_state", "load_checkpoint", "prior_from_card", "read_card",
+           "save_checkpoint", "write_atomic"]
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -66,17 +54,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def prior_from_card(card: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None,
                     source: str = "") -> DiffusionPrior:
-    """Build a :class:`DiffusionPrior` from a model card and (optionally) its weights."""
-    network_cfg = dict(card["network"])
+    """Build a :class:`DiffusionPrior` from a model card (:func:`priors.card.parse_card`) and
+    (optionally) its weights."""
+    spec = parse_card(card, source)
     try:
-        network = from_guided_diffusion(network_cfg, state_dict)
+        network = from_guided_diffusion(spec.network, state_dict)
     except ValueError as err:
         raise CheckpointError(f"{source}: {err}" if source else str(err)) from None
-    sched = card.get("schedule", {}) or {}
-    schedule = VPSchedule.from_name(str(sched.get("name", "linear")), int(sched.get("steps", 1000)))
-    normalization = Normalization.from_dict(card.get("normalization", {}) or {})
-    in_ch = int(network_cfg.get("in_channels", 3))
-    prior = DiffusionPrior(network.eval(), schedule, normalization, channels=in_ch, card=card)
+    prior = DiffusionPrior(network.eval(), spec.schedule, spec.normalization, channels=spec.channels, card=card)
     prior.requires_grad_(False)
     return prior
 
@@ -90,33 +75,6 @@ def load_checkpoint(path: str | Path, card_path: str | Path | None = None) -> Di
     card_path = Path(card_path) if card_path is not None else path.with_suffix(".yaml")
     card = read_card(card_path)
     return prior_from_card(card, _read_state_dict(path), source=str(path))
-
-
-def write_atomic(target: str | Path, data: bytes | str) -> None:
-    """Write ``data`` (bytes, or text as UTF-8) to ``target`` atomically: a temporary file in the
-    same folder, fsync, then ``os.replace``; a reader never sees a half-written file and an
-    error leaves the previous file (if any) intact. The folder is created if needed."""
-    import os
-    import tempfile
-
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def card_text(card: Mapping[str, Any]) -> str:
-    """The model card as YAML text (keys in their given order)."""
-    return yaml.safe_dump(dict(card), sort_keys=False)
 
 
 def export_state(network: torch.nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint, read_card
+from .card import CheckpointError, parse_card, read_card
+from .checkpoint import load_checkpoint
 from .prior import DiffusionPrior
 from .shards import find_shards, is_shard_name, load_sharded
 
@@ -31,12 +32,12 @@ def available_priors() -> dict[str, dict[str, Any]]:
         if not card_path.with_suffix(".safetensors").is_file():
             continue
         card = read_card(card_path)
-        net = card["network"]
+        spec = parse_card(card, str(card_path))
         out[card_path.stem] = {
-            "resolution": int(net.get("image_size", 0)),
-            "channels": int(net.get("in_channels", 1)),
-            "units": (card.get("normalization") or {}).get("units", ""),
-            "complex": bool((card.get("normalization") or {}).get("complex_channels", False)),
+            "resolution": int(spec.network.get("image_size", 0)),
+            "channels": spec.channels,
+            "units": spec.normalization.units,
+            "complex": spec.normalization.complex_channels,
             "data": card.get("data", {}),
             "training_steps": (card.get("training") or {}).get("steps"),
             "path": str(card_path.with_suffix(".safetensors")),

@@ -34,7 +34,9 @@ from typing import Any, Mapping, Sequence
 import torch
 import yaml
 
-from .checkpoint import CheckpointError, card_text, export_state, prior_from_card, read_card, write_atomic
+from .atomic import write_atomic
+from .card import CheckpointError, card_text, read_card
+from .checkpoint import export_state, prior_from_card
 from .prior import DiffusionPrior
 
 FORMAT = "recon-prior-shards/1"

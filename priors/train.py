@@ -26,8 +26,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from .atomic import atomic_write
+from .card import parse_card
 from .checkpoint import save_checkpoint
-from .prior import DiffusionPrior, Normalization
+from .prior import DiffusionPrior
 from .schedule import VPSchedule
 from .shards import find_shards, save_sharded
 from .unet import from_guided_diffusion
@@ -145,8 +147,10 @@ def dsm_loss(network: torch.nn.Module, schedule: VPSchedule, z0: Tensor, t: Tens
 class Trainer:
     """Trains ``card['network']`` on ``images`` (physical units) into ``out``.
 
-    ``card`` is the model card (network, schedule, normalization, data) that is written
-    beside the final weights, completed with training facts and measured quality.
+    ``card`` is the model card (network, schedule, normalization, data; parsed by
+    :func:`priors.card.parse_card`) that is written beside the final weights, completed with
+    training facts and measured quality. ``settings`` is copied: the trainer records facts
+    (``extra``) in its own :attr:`settings`, never in the caller's object.
 
     Data parallel: inside an initialised ``torch.distributed`` process group (``torchrun``)
     each process trains on its share of :func:`global_batch` (``batch_size`` is per process)
@@ -160,7 +164,8 @@ class Trainer:
         import torch.distributed as dist
 
         self.card = dict(card)
-        self.settings = settings
+        spec = parse_card(self.card)
+        self.settings = settings = copy.deepcopy(settings)
         self.device = device
         self.out = Path(out)
         distributed = dist.is_available() and dist.is_initialized()
@@ -168,7 +173,7 @@ class Trainer:
         self.world_size = dist.get_world_size() if distributed else 1
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)  # the initial weights follow the seed too
-            self.network = from_guided_diffusion(dict(card["network"])).to(device)
+            self.network = from_guided_diffusion(spec.network).to(device)
         self.model: torch.nn.Module = self.network
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -176,11 +181,10 @@ class Trainer:
             self.model = DistributedDataParallel(self.network, device_ids=[device] if device.type == "cuda" else None)
             settings.extra["processes"] = self.world_size
         self.ema = copy.deepcopy(self.network).requires_grad_(False)
-        sched = card.get("schedule", {}) or {}
-        self.schedule = VPSchedule.from_name(str(sched.get("name", "linear")), int(sched.get("steps", 1000)))
-        self.normalization = Normalization.from_dict(card.get("normalization", {}) or {})
-        prior = DiffusionPrior(self.network, self.schedule, self.normalization,
-                               channels=int(card["network"].get("in_channels", 1)))
+        self.schedule = spec.schedule
+        self.normalization = spec.normalization
+        self.channels = spec.channels  # model-space channels C (the network's in_channels)
+        prior = DiffusionPrior(self.network, self.schedule, self.normalization, channels=self.channels)
         self.images = prior.encode(images if images.is_complex() else images.float()).float().cpu()
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=settings.lr, weight_decay=0.0)
         self.step = 0
@@ -193,8 +197,8 @@ class Trainer:
         return self.out / "train_state.pt"
 
     def save_state(self) -> None:
-        """Write model, EMA, optimiser and counters (tensors and numbers only) atomically."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Write model, EMA, optimiser and counters (tensors and numbers only) atomically
+        (:func:`priors.atomic.atomic_write`: fsynced, then replaced)."""
         state = {
             "network": self.network.state_dict(),
             "ema": self.ema.state_dict(),
@@ -202,9 +206,8 @@ class Trainer:
             "step": self.step,
             "seconds": self.seconds,
         }
-        tmp = self.state_path.with_name(".train_state.pt.tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.state_path)
+        with atomic_write(self.state_path, "wb") as handle:
+            torch.save(state, handle)
 
     def try_resume(self) -> bool:
         """Resume from ``out/train_state.pt`` if present; returns whether it did."""
@@ -267,8 +270,8 @@ class Trainer:
 
     def ema_prior(self) -> DiffusionPrior:
         """The EMA network as an evaluation-mode prior."""
-        return DiffusionPrior(self.ema.eval(), self.schedule, self.normalization,
-                              channels=int(self.card["network"].get("in_channels", 1)), card=self.card)
+        return DiffusionPrior(self.ema.eval(), self.schedule, self.normalization, channels=self.channels,
+                              card=self.card)
 
     def export(self, path: str | Path, quality: Mapping[str, Any]) -> list[Path]:
         """Write the EMA weights (as ``settings.export_dtype``) and the completed model card to

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 from priors.checkpoint import read_card
 from priors.registry import CARDS_DIR, resolve_card
 from priors.unet import from_guided_diffusion
+from recon.build import build_prior
 from recon.config import load_config
 from recon.errors import ConfigError
-from recon.build import build_prior
 
 MANIFESTS = json.loads((Path(__file__).parent / "data" / "adm_manifests.json").read_text())
 

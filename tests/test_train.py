@@ -60,6 +60,47 @@ def test_training_reduces_the_loss_and_exports_a_loadable_prior(tmp_path):
     assert torch.allclose(prior.eps(z, 10), trainer.ema(z, torch.tensor([10.0])), atol=1e-6)
 
 
+def test_trainer_leaves_the_callers_settings_alone(tmp_path):
+    """The trainer records facts (warm start, processes) in its own copy of the settings."""
+    import copy
+
+    from recon.train_cmd import warm_start
+
+    given = settings(2)
+    before = copy.deepcopy(given)
+    trainer = Trainer(CARD, images(), tmp_path / "run", given)
+    trainer.train()
+    trainer.export(tmp_path / "tiny.safetensors", {})
+    warm_start(trainer, str(tmp_path / "tiny.safetensors"))  # records init= in trainer.settings.extra
+    assert trainer.settings is not given and trainer.settings.extra == {"init": str(tmp_path / "tiny.safetensors")}
+    assert given == before and given.extra == {}
+
+
+def test_trainer_channels_follow_the_network_when_the_card_omits_them(tmp_path):
+    """A card without in_channels builds guided-diffusion's 3-channel network; the trainer's prior
+    and the exported one both have 3 channels (the trainer used to say 1 and cut eps to 1 channel)."""
+    card = {**CARD, "network": {k: v for k, v in CARD["network"].items() if k != "in_channels"}}
+    trainer = Trainer(card, torch.rand(4, 3, 16, 16), tmp_path / "run", settings(1))
+    trainer.train()
+    z = torch.randn(1, 3, 16, 16)
+    assert trainer.network.in_channels == trainer.ema_prior().channels == 3
+    trainer.export(tmp_path / "rgb.safetensors", {})
+    loaded = load_prior(tmp_path / "rgb.safetensors")
+    assert loaded.channels == 3
+    assert torch.allclose(loaded.eps(z, 10), trainer.ema_prior().eps(z, 10), atol=1e-6)
+    assert trainer.ema_prior().eps(z, 10).shape == (1, 3, 16, 16)
+
+
+def test_save_state_is_atomic_and_leaves_no_temporary(tmp_path):
+    trainer = Trainer(CARD, images(), tmp_path / "run", settings(3))
+    trainer.train()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["train_state.pt"]
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    assert state["step"] == 3
+    for a, b in zip(state["ema"].values(), trainer.ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_train_command_warm_starts_from_a_checkpoint(tmp_path, capsys):
     from recon.app import main
 
@@ -161,6 +202,7 @@ for minutes, until in (([0.002, 1e6][rank], 10_000), ([1e6, 1e-9][rank], None)):
     settings = TrainSettings(steps=until or steps[-1][0] + 2, batch_size=2, crop=16, warmup=2,
                              checkpoint_every=1000, seed=7, minutes=minutes)
     trainer = Trainer(card, images, out, settings)
+    assert settings.extra == {} and trainer.settings.extra == {"processes": 2}  # recorded in its own copy
     trainer.try_resume()
     trainer.train()
     steps.append((trainer.step, trainer.stopped_by_budget))

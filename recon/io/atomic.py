@@ -1,53 +1,21 @@
-"""Atomic file writes: write a temporary file in the target folder, fsync, then ``os.replace``.
+"""Atomic ``.npy`` and JSON writes for recon, on the one atomic writer :mod:`priors.atomic`.
 
-A reader never sees a half-written file, and an error leaves the previous file (if any) intact.
+A reader never sees a half-written file, and an error leaves the previous file (if any) intact;
+written files get the permissions a plain ``open()`` gives. :func:`atomic_write` and
+:func:`write_atomic` are :mod:`priors.atomic`'s, re-exported here for recon's modules.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from priors.atomic import atomic_write, write_atomic
 
-def _read_umask() -> int:
-    """The process umask (read once at import: setting it is the only way to read it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_read_umask()  # permissions of a normally created file
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path`` for writing; on success it replaces ``path``.
-
-    ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8). The parent folder is created if needed. On
-    an exception the temporary file is removed and ``path`` is left untouched.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            os.fchmod(handle.fileno(), _FILE_MODE)  # mkstemp creates 0600 files
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["atomic_write", "save_json", "save_npy", "write_atomic"]
 
 
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
