@@ -220,7 +220,7 @@ class Identity(LinearOperator):
         return y
 
 
-def identity(image_size: int, pixel_size: float | None = None) -> Identity:
-    """``Identity((1, image_size, image_size))``, denoising, as a config factory (the data
-    source supplies ``image_size``; ``pixel_size`` is accepted and unused, as for inpainting)."""
+def identity(image_size: int) -> Identity:
+    """``Identity((1, image_size, image_size))``, denoising, as a config factory (``image_size``
+    in pixels)."""
     return Identity((1, int(image_size), int(image_size)))

@@ -118,12 +118,12 @@ def _segment_distance(rows: np.ndarray, cols: np.ndarray, start: np.ndarray, end
 MASKS = {"box": box_mask, "random_pixel": random_pixel_mask, "stroke": stroke_mask}  # (shape, fraction, seed)
 
 
-def inpainting(image_size: int, mask: str = "random_pixel", missing_fraction: float = 0.7, seed: int = 0,
-               pixel_size: float | None = None) -> Inpainting:
-    """Inpainting of ``(B, 1, N, N)`` images, ``N = image_size``, with a seeded mask.
+def inpainting(image_size: int, mask: str = "random_pixel", missing_fraction: float = 0.7,
+               seed: int = 0) -> Inpainting:
+    """Inpainting of ``(B, 1, N, N)`` images, ``N = image_size`` pixels, with a seeded mask.
 
     ``mask``: ``box`` | ``random_pixel`` | ``stroke``, missing ``missing_fraction`` of the
-    pixels. ``pixel_size`` (cm, from the data source) does not enter the operator.
+    pixels.
     """
     if mask not in MASKS:
         raise ValueError(f"unknown mask {mask!r}; choose from {sorted(MASKS)}")

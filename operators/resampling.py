@@ -89,9 +89,7 @@ class Downsampling(SeparableOperator):
         self.mode = mode
 
 
-def downsampling(image_size: int, factor: int = 4, mode: str = "area", pixel_size: float | None = None) -> Downsampling:
-    """Downsampling of ``(B, 1, N, N)`` images, ``N = image_size``, by ``factor`` (super-resolution).
-
-    ``pixel_size`` (cm, from the data source) does not enter the operator.
-    """
+def downsampling(image_size: int, factor: int = 4, mode: str = "area") -> Downsampling:
+    """Downsampling of ``(B, 1, N, N)`` images, ``N = image_size`` pixels, by ``factor``
+    (super-resolution)."""
     return Downsampling((1, image_size, image_size), factor, mode)

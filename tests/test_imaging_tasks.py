@@ -1,15 +1,18 @@
 """task=inpainting and task=super_resolution end to end; samples=K; the bicubic baseline."""
 
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from operators import Downsampling, GaussianBlur, downsampling, inpainting
+from operators import Downsampling, GaussianBlur, downsampling, identity, inpainting, parallel_beam_ct
+from operators.volume import parallel_beam_ct3d
 from recon.app import main
 from recon.baselines import Bicubic
-from recon.errors import ConfigError
+from recon.data.mri_sources import MRISlice, sense_operator
+from recon.data.sources import GroundTruth, accepted_inputs
 
 FAST = ["data.size=64", "sampler.steps=10", "baselines.tv.iterations=1000", "seed=2"]
 
@@ -68,6 +71,31 @@ def test_bad_samples_and_mask_are_one_line_errors(tmp_path, capsys):
     assert "operator" in err and "circle" in err and len(err.strip().splitlines()) == 1
 
 
+def test_bicubic_on_another_operator_is_a_one_line_error_named_by_the_app(tmp_path, capsys):
+    assert main(["run", f"hydra.run.dir={tmp_path}", "data.size=64", "task=inpainting", "baselines=[bicubic]",
+                 "sampler=none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bicubic" in err and "Downsampling physics, got Inpainting" in err, err
+
+
+def test_data_sources_give_each_operator_factory_only_its_arguments():
+    image = GroundTruth(torch.zeros(1, 1, 32, 32), 0.25, "flat")
+    assert image.operator_inputs(identity) == image.operator_inputs(inpainting) == {"image_size": 32}
+    assert image.operator_inputs(downsampling) == {"image_size": 32}
+    assert image.operator_inputs(parallel_beam_ct) == {"image_size": 32, "pixel_size": 0.25}
+    assert image.operator_inputs(functools.partial(inpainting, mask="box")) == {"image_size": 32}  # hydra _partial_
+    assert image.operator_inputs(lambda image_size, **rest: None) == image.operator_inputs()  # **kwargs takes all
+    volume = GroundTruth(torch.zeros(1, 1, 6, 32, 32), 0.5, "flat", slice_thickness_cm=0.4)
+    assert volume.operator_inputs(parallel_beam_ct3d) == {"image_size": 32, "pixel_size": 0.5, "depth": 6}
+    assert volume.operator_inputs(identity) == {"image_size": 32}
+    scan = MRISlice(torch.zeros(1, 1, 8, 12, dtype=torch.complex64), 0.1, "flat", maps=torch.ones(2, 8, 12))
+    assert scan.operator_inputs(sense_operator) == {"shape": (8, 12), "maps": scan.maps, "kspace": None}
+    assert accepted_inputs({"shape": (8, 12), "depth": 3}, identity) == {}
+    for factory in (identity, inpainting, downsampling):  # no factory takes an argument it does not use
+        with pytest.raises(TypeError, match="pixel_size"):
+            factory(32, pixel_size=0.25)
+
+
 def test_operator_factories():
     op = inpainting(32, "box", 0.25, seed=1)
     assert op.in_shape == (1, 32, 32) and float(1 - op.mask.mean()) == pytest.approx(0.25, abs=0.02)
@@ -87,5 +115,5 @@ def test_bicubic_recovers_smooth_images_and_needs_downsampling():
     assert float((x - smooth)[inner].abs().max()) < 0.025  # of a range of 2 (measured 0.020)
     nearest = physics.adjoint(physics(smooth)) * 16
     assert float((x - smooth)[inner].abs().max()) < 0.2 * float((nearest - smooth)[inner].abs().max())  # 0.15
-    with pytest.raises(ConfigError, match="Downsampling"):
+    with pytest.raises(ValueError, match="Downsampling physics, got GaussianBlur"):  # the library's error
         Bicubic()(smooth, GaussianBlur((1, n, n), 1.0))

@@ -11,7 +11,7 @@ import torch
 from operators import DetectorStripes, Interference, MatrixOperator, StructuredNoise, inner
 from priors import GaussianPrior, Normalization, StationaryGaussianPrior, VPSchedule
 from recon.app import main
-from recon.baselines import Destripe, Notch
+from recon.baselines import Destripe, Notch, Prefiltered
 from recon.samplers import JointSampler
 from recon.samplers.joint import JointOperator, JointPrior
 
@@ -169,6 +169,16 @@ def test_notch_removes_interference_but_keeps_a_smooth_image():
     cleaned = Notch()(image + waves)
     assert float((cleaned - image).square().mean()) < 0.1 * float(waves.square().mean())
     assert float((Notch()(image) - image).abs().max()) < 0.02
+
+
+def test_prefiltered_without_reconstruct_needs_equal_shapes():
+    y = torch.arange(12.0).reshape(1, 1, 3, 4)
+    same = MatrixOperator(torch.eye(12), (1, 3, 4), (1, 3, 4))
+    assert torch.equal(Prefiltered(lambda t: 2 * t)(y, same), 2 * y)
+    assert torch.equal(Prefiltered(lambda t: 2 * t, lambda t, physics: physics.adjoint(t) + 1)(y, same), 2 * y + 1)
+    smaller = MatrixOperator(torch.eye(12)[:6], (1, 3, 4), (1, 2, 3))
+    with pytest.raises(ValueError, match=r"\(1, 3, 4\) -> \(1, 2, 3\)"):  # the library's error, not the CLI's
+        Prefiltered(lambda t: t)(y, smaller)
 
 
 # --- tasks ---------------------------------------------------------------------------------------

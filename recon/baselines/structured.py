@@ -19,8 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import ConfigError
-
 __all__ = ["Destripe", "Notch", "Prefiltered", "running_median"]
 
 
@@ -88,7 +86,8 @@ class Notch:
 
 class Prefiltered:
     """``reconstruct(filter(y), physics)``; with ``reconstruct=None`` the filtered measurement
-    itself, which needs an operator whose input and output shapes agree (denoising)."""
+    itself, which needs an operator whose input and output shapes agree (denoising; ValueError
+    otherwise)."""
 
     nfe = 0
 
@@ -101,6 +100,6 @@ class Prefiltered:
         if self.reconstruct is not None:
             return self.reconstruct(cleaned, physics, **kwargs)
         if tuple(physics.in_shape) != tuple(physics.out_shape):
-            raise ConfigError(f"a filter-only baseline needs an identity-like operator; this one maps "
-                              f"{physics.in_shape} -> {physics.out_shape} (give the baseline a reconstruct)")
+            raise ValueError(f"Prefiltered without reconstruct needs a physics whose input and output shapes "
+                             f"agree; this one maps {physics.in_shape} -> {physics.out_shape} (give it a reconstruct)")
         return cleaned

@@ -7,8 +7,6 @@ from torch import Tensor
 
 from operators import Downsampling
 
-from ..errors import ConfigError
-
 
 class Bicubic:
     """``y`` (low resolution) -> bicubic interpolation onto the operator's input grid.
@@ -17,7 +15,8 @@ class Bicubic:
     align_corners=False)``), the low-resolution pixel centres sitting at the centres of the
     ``factor x factor`` blocks, which is where area averaging puts them. ``nonnegative``
     clips the overshoot below zero (attenuation, magnitudes). Called as
-    ``bicubic(y, physics) -> x`` with a :class:`operators.Downsampling` ``physics``.
+    ``bicubic(y, physics) -> x`` with a :class:`operators.Downsampling` ``physics`` (ValueError
+    for any other operator).
     """
 
     nfe = 0
@@ -28,6 +27,6 @@ class Bicubic:
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: Downsampling, **_: object) -> Tensor:
         if not isinstance(physics, Downsampling):
-            raise ConfigError(f"baselines.bicubic needs a Downsampling operator, got {type(physics).__name__}")
+            raise ValueError(f"Bicubic needs a Downsampling physics, got {type(physics).__name__}")
         x = torch.nn.functional.interpolate(y, size=tuple(physics.in_shape[1:]), mode="bicubic", align_corners=False)
         return x.clamp_min(0) if self.nonnegative else x

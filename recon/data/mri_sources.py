@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from torch import Tensor
 from operators import MultiCoilMRI, birdcage_maps, espirit_maps, fft2c, ifft2c, make_mask
 from ..errors import ConfigError, InputError
 from ..io.fastmri import ISMRMRD_NS, center_crop, read_fastmri, rss
+from .sources import accepted_inputs
 
 __all__ = ["MRISlice", "build_mask", "centre_block", "complex_image", "espirit_batch", "fastmri_slice", "mni152_slice",
            "regrid", "sense_operator", "template_image"]
@@ -65,9 +66,11 @@ class MRISlice:
 
         return replace(self, image=self.image.to(device), maps=move(self.maps), kspace=move(self.kspace))
 
-    def operator_inputs(self) -> dict[str, Any]:
-        """``shape`` (H, W) and the ``maps`` or ``kspace`` that :func:`sense_operator` takes."""
-        return {"shape": tuple(self.image.shape[-2:]), "maps": self.maps, "kspace": self.kspace}
+    def operator_inputs(self, factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+        """``shape`` (H, W) and the ``maps`` or ``kspace`` that :func:`sense_operator` takes: those
+        of them that ``factory`` takes (:func:`recon.data.sources.accepted_inputs`; all without one)."""
+        inputs = {"shape": tuple(self.image.shape[-2:]), "maps": self.maps, "kspace": self.kspace}
+        return accepted_inputs(inputs, factory)
 
     def measure(self, physics: MultiCoilMRI, noise: Any, generator: torch.Generator) -> Tensor:
         """Masked k-space ``(1, C, H, W)``: the measured k-space under the mask, or the simulated

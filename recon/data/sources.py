@@ -2,14 +2,16 @@
 
 A data source (the ``data`` config node) returns an object with ``image`` (the truth,
 ``(1, 1, H, W)``), ``name``, ``units``, ``pixel_size_cm`` and three methods that let
-``recon.run.simulate`` stay modality-agnostic: ``to(device)``, ``operator_inputs()`` (the keyword
-arguments the ``operator`` factory needs from the data) and ``measure(physics, noise,
-generator)`` (the measurement ``y``). :class:`GroundTruth` is the CT one; MRI sources are in
-:mod:`recon.data.mri_sources`.
+``recon.run.simulate`` stay modality-agnostic: ``to(device)``, ``operator_inputs(factory)`` (the
+keyword arguments the ``operator`` factory takes from the data: :func:`accepted_inputs`) and
+``measure(physics, noise, generator)`` (the measurement ``y``). :class:`GroundTruth` is the CT
+one; MRI sources are in :mod:`recon.data.mri_sources`.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +20,20 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, InputError
+
+
+def accepted_inputs(inputs: Mapping[str, Any], factory: Callable[..., Any] | None) -> dict[str, Any]:
+    """The entries of ``inputs`` that ``factory`` takes by keyword: a source offers what it has
+    (image size, pixel size, ...) and each operator factory gets only the arguments it declares,
+    so no factory needs a parameter it does not use. All of ``inputs`` when ``factory`` is None
+    or takes ``**kwargs``. ``factory`` may be a ``functools.partial`` (hydra's ``_partial_``)."""
+    if factory is None:
+        return dict(inputs)
+    parameters = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return dict(inputs)
+    names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {key: value for key, value in inputs.items() if key in names}
 
 
 @dataclass
@@ -34,13 +50,13 @@ class GroundTruth:
     def to(self, device: torch.device) -> "GroundTruth":
         return replace(self, image=self.image.to(device))
 
-    def operator_inputs(self) -> dict[str, Any]:
-        """The CT operator factories' ``image_size`` (pixels) and ``pixel_size`` (cm), and the
-        ``depth`` (slices) of a volume."""
+    def operator_inputs(self, factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+        """``image_size`` (pixels), ``pixel_size`` (cm) and, for a volume, ``depth`` (slices):
+        those of them that ``factory`` takes (:func:`accepted_inputs`; all without one)."""
         inputs: dict[str, Any] = {"image_size": self.image.shape[-1], "pixel_size": self.pixel_size_cm}
         if self.image.dim() == 5:
             inputs["depth"] = self.image.shape[2]
-        return inputs
+        return accepted_inputs(inputs, factory)
 
     def measure(self, physics: torch.nn.Module, noise: Any, generator: torch.Generator) -> Tensor:
         """``noise(physics(image))``."""
