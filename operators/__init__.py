@@ -16,6 +16,7 @@ from .cg import conjugate_gradient
 from .coils import birdcage_maps, espirit_maps, normalize_maps
 from .cone import ConeBeamCT, cone_beam_ct
 from .ct import (
+    MU_WATER,
     CTGeometry,
     FanBeamCT,
     ParallelBeamCT,
@@ -55,6 +56,7 @@ __all__ = [
     "Interference",
     "LinearOperator",
     "MASK_KINDS",
+    "MU_WATER",
     "MatrixOperator",
     "MultiCoilMRI",
     "ParallelBeamCT",

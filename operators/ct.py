@@ -21,7 +21,8 @@ parallel beam. Distances and spacings are in pixels.
 These are astra's own conventions (verified against analytic line integrals), so no angle
 or sign remapping happens. Units: the image is in 1/length (e.g. 1/cm), ``pixel_size`` in
 length (cm); sinograms are dimensionless line integrals. Forward and adjoint are both scaled
-by ``pixel_size`` so the adjoint stays exact.
+by ``pixel_size`` so the adjoint stays exact. :data:`MU_WATER` ties Hounsfield units to these
+attenuation units: ``mu = MU_WATER * (1 + HU / 1000)``.
 
 Devices. By default astra computes the geometry's system matrix once (its CPU projectors) and
 torch applies it on whatever device the image is on, the adjoint being its exact transpose
@@ -43,9 +44,12 @@ from .base import LinearOperator
 
 AngleLike = Tensor | np.ndarray | Sequence[float]
 
+MU_WATER = 0.193  # linear attenuation of water, 1/cm, at about 70 keV: 0 HU on the Hounsfield scale
+
 __all__ = [
     "CTGeometry",
     "FanBeamCT",
+    "MU_WATER",
     "ParallelBeamCT",
     "fan_beam_ct",
     "limited_angle_angles",

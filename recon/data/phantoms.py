@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from operators.ct import MU_WATER
+
 from .ellipses import Ellipse, ellipse_window, rasterize_ellipses
 
 GENERATOR_VERSION = "1"
@@ -24,7 +26,7 @@ SPLITS = ("train", "test")
 MU_AIR = 0.0
 MU_LUNG = 0.04  # aerated lung parenchyma, about -800 HU
 MU_FAT = 0.17  # adipose tissue, about -100 HU
-MU_WATER = 0.193  # water, 0 HU
+# MU_WATER = 0.193, water, 0 HU: operators.ct.MU_WATER, the CT operators' unit convention
 MU_CSF = 0.194  # cerebrospinal fluid, about +5 HU
 MU_WHITE_MATTER = 0.198  # cerebral white matter, about +25 HU
 MU_KIDNEY = 0.199  # unenhanced renal parenchyma, about +30 HU

@@ -3,7 +3,7 @@
 Images are returned as float32 (H, W) in radiological display orientation: row 0 at the top
 (anterior for axial slices), column 0 at the left of the screen (the patient's right). CT
 values are linear attenuation coefficients mu in 1/cm; Hounsfield units convert as
-mu = MU_WATER * (1 + HU / 1000), clipped at 0.
+mu = MU_WATER * (1 + HU / 1000), clipped at 0 (:data:`operators.ct.MU_WATER`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from ..data.phantoms import MU_WATER
+from operators.ct import MU_WATER
+
 from ..errors import InputError
 from .atomic import atomic_write, save_npy
 
