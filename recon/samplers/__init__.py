@@ -9,9 +9,7 @@ from .dds import DDS
 from .dps import DPS
 from .joint import JointSampler
 from .red_diff import REDDiff
+from .registry import SAMPLERS
 from .volume import DDS3D, SliceCoupled
-
-SAMPLERS: dict[str, type] = {"dds": DDS, "dps": DPS, "red_diff": REDDiff}
-"""The 2D samplers by name (``reconstruct(sampler=...)``, ``JointSampler(sampler=...)``)."""
 
 __all__ = ["DDS", "DDS3D", "DPS", "JointSampler", "REDDiff", "SAMPLERS", "SliceCoupled"]

@@ -1,4 +1,4 @@
-"""Pieces shared by the diffusion samplers: timesteps, start noise, the DDIM-form update.
+"""Pieces shared by the diffusion samplers: timesteps, start noise, the update arithmetic.
 
 Samplers run in the prior's model space ``z`` (see :mod:`priors.prior`); forward operators
 and results are in physical units. Timesteps are training-step indices of the prior's
@@ -51,6 +51,38 @@ def ddim_update(z0: Tensor, eps: Tensor, abar_prev: float, sigma: float, noise: 
     """
     z = math.sqrt(abar_prev) * z0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
     return z if noise is None or sigma == 0 else z + sigma * noise
+
+
+def ddpm_sigma(abar: float, abar_prev: float) -> float:
+    """Std of the DDPM posterior ``q(z_prev | z_t, z0)`` (``beta~``, "fixed small"):
+    ``sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))``; 0 at ``abar_prev = 1``."""
+    return math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+
+
+def eps_from_x0(z: Tensor, z0: Tensor, abar: float) -> Tensor:
+    """The noise consistent with ``(z_t, z0)``: ``(z_t - sqrt(abar) z0) / sqrt(1 - abar)``
+    (Tweedie's formula, :meth:`priors.DiffusionPrior.x0_from_eps`, solved for ``eps``)."""
+    return (z - math.sqrt(abar) * z0) / math.sqrt(1 - abar)
+
+
+def ancestral_update(z: Tensor, z0: Tensor, abar: float, abar_prev: float, noise: Tensor | None) -> Tensor:
+    """The DDPM ancestral step ``z_t -> z_prev`` toward the estimate ``z0``: :func:`ddim_update`
+    with the posterior std :func:`ddpm_sigma` and the ``eps`` consistent with ``(z_t, z0)``."""
+    return ddim_update(z0, eps_from_x0(z, z0, abar), abar_prev, ddpm_sigma(abar, abar_prev), noise)
+
+
+class Sampler:
+    """What every diffusion sampler holds: its prior and its step count, one network evaluation
+    per step (per slice for volumes), so ``nfe = steps``."""
+
+    def __init__(self, prior: DiffusionPrior, steps: int):
+        self.prior = prior
+        self.steps = int(steps)
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per reconstruction: one per step."""
+        return self.steps
 
 
 def operator_norm(physics: LinearOperator, complex_images: bool, device: torch.device) -> float:

@@ -12,10 +12,14 @@ from torch import Tensor
 from operators import LinearOperator, conjugate_gradient
 from priors import DiffusionPrior
 
-from .common import Callback, ddim_update, gaussian, initial_state, operator_norm, step_pairs
+from .common import Callback, Sampler, ddim_update, gaussian, initial_state, operator_norm, step_pairs
+
+DataStep = Callable[[Tensor, float], Tensor]
+"""A data step ``(x0, gamma) -> x``: the Tweedie estimate ``x0`` fitted to the measurement at
+dimensionless data weight ``gamma`` (``math.inf``: noiseless form; 0: ignore the data), physical units."""
 
 
-class DDS:
+class DDS(Sampler):
     """Tweedie denoising + a few CG data-consistency steps + a DDIM-form re-noising.
 
     Per step (no gradients): ``eps = net(z_t, t)``, ``z0 = Tweedie(z_t, eps)``,
@@ -64,6 +68,11 @@ class DDS:
     from pure noise.
     ``nfe`` = ``steps`` network evaluations (forward only).
 
+    The step (:meth:`_denoise`, :meth:`_fit`, :meth:`_renoise`) is shared with the volume
+    samplers (:class:`~recon.samplers.DDS3D`, :class:`~recon.samplers.SliceCoupled`), which plug
+    in their own noise prediction (:meth:`_eps`: every slice of a volume) and data step
+    (:meth:`_data_step`: :class:`~recon.samplers.volume.ZTVConsistency`).
+
     Args:
         prior: the diffusion prior.
         steps: sampling steps over the respaced schedule.
@@ -86,63 +95,99 @@ class DDS:
         if gamma < 0 or late_gamma < 0:
             raise ValueError(f"gamma and late_gamma must be >= 0 (math.inf for the noiseless form), "
                              f"got {gamma} and {late_gamma}")
+        super().__init__(prior, steps)
         self.late_sigma, self.late_gamma = float(late_sigma), float(late_gamma)
-        self.prior = prior
-        self.steps = int(steps)
         self.cg_iterations = int(cg_iterations)
         self.gamma = float(gamma)
         self.eta = float(eta)
         self.operator_norm = operator_norm
         self.clamp = None if clamp is None else tuple(c if isinstance(c, Tensor) else float(c) for c in clamp)
 
-    @property
-    def nfe(self) -> int:
-        """Network evaluations per reconstruction: one forward pass per step."""
-        return self.steps
-
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: LinearOperator, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
-        if not isinstance(physics, LinearOperator):
-            raise TypeError(f"DDS needs a LinearOperator (A and A^H in its CG step), got {type(physics).__name__}; "
-                            "DPS and RED-Diff accept a differentiable nonlinear forward model")
-        prior, device = self.prior, y.device
-        pairs = step_pairs(prior, self.steps)
-        norm = functools.cache(lambda: self.operator_norm or operator_norm(
-            physics, prior.normalization.complex_channels, device))  # estimated at most once, if needed
-        solve = self._data_consistency(y, physics, norm, self.gamma)
-        solve_late = self._data_consistency(y, physics, norm, self.late_gamma) if self.late_sigma > 0 else solve
-        z = initial_state(prior, physics.in_shape, y.shape[0], pairs[0][2], generator, device, x_init)
-        support = getattr(physics, "support", None)
+        """DDS's algorithm: per step, denoise (Tweedie), fit the data (CG), re-noise (DDIM form)."""
+        z, pairs, data_step, support = self._start(y, physics, generator, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
-            eps = prior.eps(z, t)
-            late = math.sqrt((1 - abar) / abar) < self.late_sigma
-            x = (solve_late if late else solve)(prior.decode(self._project(prior.x0_from_eps(z, t, eps))))
-            if self.clamp is not None:
-                x = prior.decode(self._project(prior.encode(x)))
-            if support is not None:
-                x = x * support
+            eps, x0 = self._denoise(z, t)
+            x = self._fit(x0, abar, data_step, support)
             if abar_prev < 1.0:
-                sigma = self.eta * math.sqrt(1 - abar_prev)
-                noise = gaussian(z.shape, generator, device)
-                z = ddim_update(prior.encode(x).float(), eps, abar_prev, sigma, noise)
+                z = self._renoise(z, x, eps, abar, abar_prev, generator)
             if callback is not None:
                 callback(i, len(pairs))
         return x
+
+    # --- the step: what a volume sampler plugs in -------------------------------------------
+
+    def _check(self, physics: LinearOperator) -> None:
+        """Refuse an operator this sampler cannot use."""
+        if not isinstance(physics, LinearOperator):
+            raise TypeError(f"DDS needs a LinearOperator (A and A^H in its CG step), got {type(physics).__name__}; "
+                            "DPS and RED-Diff accept a differentiable nonlinear forward model")
+
+    def _eps(self, z: Tensor, t: int) -> Tensor:
+        """The noise prediction ``eps(z_t, t)``, model space."""
+        return self.prior.eps(z, t)
+
+    def _data_step(self, y: Tensor, physics: LinearOperator) -> DataStep:
+        """The CG data step for this measurement (see the class docstring)."""
+        norm = functools.cache(lambda: self.operator_norm or operator_norm(
+            physics, self.prior.normalization.complex_channels, y.device))  # estimated at most once, if needed
+        return CGDataStep(y, physics, self.cg_iterations, norm)
+
+    # --- the step: shared ---------------------------------------------------------------------
+
+    def _start(self, y: Tensor, physics: LinearOperator, generator: torch.Generator | None,
+               x_init: Tensor | None) -> tuple[Tensor, list[tuple[int, int, float, float]], DataStep, Tensor | None]:
+        """``(z_T, step pairs, data step, support)`` for this measurement."""
+        self._check(physics)
+        pairs = step_pairs(self.prior, self.steps)
+        data_step = self._data_step(y, physics)
+        z = initial_state(self.prior, physics.in_shape, y.shape[0], pairs[0][2], generator, y.device, x_init)
+        return z, pairs, data_step, getattr(physics, "support", None)
+
+    def _denoise(self, z: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        """``(eps, x0)``: the noise prediction and the clamped Tweedie estimate, physical units."""
+        eps = self._eps(z, t)
+        return eps, self.prior.decode(self._project(self.prior.x0_from_eps(z, t, eps)))
+
+    def _gamma(self, abar: float) -> float:
+        """The data weight at ``abar``: ``late_gamma`` once the input noise is below ``late_sigma``."""
+        return self.late_gamma if math.sqrt((1 - abar) / abar) < self.late_sigma else self.gamma
+
+    def _fit(self, x0: Tensor, abar: float, data_step: DataStep, support: Tensor | None) -> Tensor:
+        """The data step from ``x0``, then the clamp and the support (physical units)."""
+        x = data_step(x0, self._gamma(abar))
+        if self.clamp is not None:
+            x = self.prior.decode(self._project(self.prior.encode(x)))
+        return x if support is None else x * support
+
+    def _renoise(self, z: Tensor, x: Tensor, eps: Tensor, abar: float, abar_prev: float,
+                 generator: torch.Generator | None) -> Tensor:
+        """``z_prev = sqrt(abar_prev) encode(x) + sqrt(1 - abar_prev) (eta noise + sqrt(1 - eta^2) eps)``."""
+        noise = gaussian(z.shape, generator, z.device)
+        return ddim_update(self.prior.encode(x).float(), eps, abar_prev, self.eta * math.sqrt(1 - abar_prev), noise)
 
     def _project(self, z: Tensor) -> Tensor:
         """Clamp a model-space estimate to ``clamp`` (identity when unset)."""
         return z if self.clamp is None else z.clamp(*self.clamp)
 
-    def _data_consistency(self, y: Tensor, physics: LinearOperator, norm: Callable[[], float],
-                          gamma: float) -> Callable[[Tensor], Tensor]:
-        """The CG map ``x0 -> x`` for this measurement (physical units) at data weight ``gamma``;
-        ``norm()`` gives ``||A||`` (the noisy form's unit)."""
-        aty = physics.adjoint(y)
-        if gamma == 0 or self.cg_iterations == 0:
-            return lambda x0: x0
+
+class CGDataStep:
+    """DDS's data step ``(x0, gamma) -> x``: ``cg_iterations`` of CG started at ``x0``, physical units.
+
+    ``gamma = math.inf``: CG on ``A^H A x = A^H y``; finite: ``(I + g A^H A) x = x0 + g A^H y`` with
+    ``g = gamma / ||A||^2``, ``||A||`` from ``norm()`` (asked only then); ``gamma = 0``: ``x0``.
+    """
+
+    def __init__(self, y: Tensor, physics: LinearOperator, cg_iterations: int, norm: Callable[[], float]):
+        self.physics, self.aty, self.iterations, self.norm = physics, physics.adjoint(y), int(cg_iterations), norm
+
+    def __call__(self, x0: Tensor, gamma: float) -> Tensor:
+        if gamma == 0 or self.iterations == 0:
+            return x0
         if math.isinf(gamma):
-            return lambda x0: conjugate_gradient(physics.normal, aty, x0, iterations=self.cg_iterations)
-        g = gamma / norm() ** 2
-        return lambda x0: conjugate_gradient(lambda v: v + g * physics.normal(v), x0 + g * aty, x0,
-                                             iterations=self.cg_iterations)
+            return conjugate_gradient(self.physics.normal, self.aty, x0, iterations=self.iterations)
+        g = gamma / self.norm() ** 2
+        return conjugate_gradient(lambda v: v + g * self.physics.normal(v), x0 + g * self.aty, x0,
+                                  iterations=self.iterations)

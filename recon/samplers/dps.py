@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
@@ -11,10 +10,10 @@ from torch import Tensor
 from operators import LinearOperator
 from priors import DiffusionPrior
 
-from .common import Callback, ddim_update, gaussian, initial_state, operator_norm, step_pairs
+from .common import Callback, Sampler, ancestral_update, gaussian, initial_state, operator_norm, step_pairs
 
 
-class DPS:
+class DPS(Sampler):
     """Ancestral VP sampling with a measurement-gradient step through the network.
 
     Per step: ``eps = net(z_t, t)`` with autograd on, ``z0 = Tweedie(z_t, eps)`` (clamped
@@ -57,16 +56,10 @@ class DPS:
                  clamp: tuple[float | Tensor, float | Tensor] | None = None, operator_norm: float | None = None):
         if zeta < 0:
             raise ValueError(f"zeta must be >= 0, got {zeta}")
-        self.prior = prior
-        self.steps = int(steps)
+        super().__init__(prior, steps)
         self.zeta = float(zeta)
         self.clamp = clamp
         self.operator_norm = operator_norm
-
-    @property
-    def nfe(self) -> int:
-        """Network evaluations per reconstruction (each with a backward pass)."""
-        return self.steps
 
     def __call__(self, y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor], *,
                  generator: torch.Generator | None = None, callback: Callback | None = None,
@@ -86,12 +79,9 @@ class DPS:
                     z0 = z0.clamp(*self.clamp)
                 residual = (y - physics(prior.decode(z0))).reshape(y.shape[0], -1)
                 (grad,) = torch.autograd.grad(torch.linalg.vector_norm(residual, dim=1).sum(), z)
-            with torch.no_grad():
-                z0 = z0.detach()
-                eps = (z - math.sqrt(abar) * z0) / math.sqrt(1 - abar)  # consistent with a clamped z0
-                sigma = math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
+            with torch.no_grad():  # the ancestral step re-derives eps from z0: consistent with a clamped z0
                 noise = gaussian(z.shape, generator, device) if abar_prev < 1.0 else None
-                z = ddim_update(z0, eps, abar_prev, sigma, noise) - step * grad
+                z = ancestral_update(z, z0.detach(), abar, abar_prev, noise) - step * grad
             if callback is not None:
                 callback(i, len(pairs))
         return prior.decode(z.detach())

@@ -22,6 +22,7 @@ from operators import LinearOperator
 from priors import DiffusionPrior, Normalization
 
 from .common import Callback
+from .registry import SAMPLERS
 
 __all__ = ["JointOperator", "JointPrior", "JointSampler"]
 
@@ -185,8 +186,6 @@ class JointSampler:
 
     def __init__(self, prior: DiffusionPrior, noise_prior: DiffusionPrior, sampler: str = "dds",
                  signal_clamp: tuple[float, float] | None = None, noise_weight: float = 1.0, **settings: Any):
-        from . import SAMPLERS  # the registry lives in the package, which imports this module
-
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown joint sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         if signal_clamp is not None and sampler == "red_diff":

@@ -11,10 +11,10 @@ from torch import Tensor
 from operators import LinearOperator, conjugate_gradient
 from priors import DiffusionPrior
 
-from .common import Callback, gaussian
+from .common import Callback, Sampler, gaussian
 
 
-class REDDiff:
+class REDDiff(Sampler):
     """Optimise a point estimate ``mu`` with Adam over a descending sweep of timesteps.
 
     ``mu`` lives in the prior's model space (the reference works on [-1, 1] images; so
@@ -65,17 +65,11 @@ class REDDiff:
             raise ValueError(f"need lr > 0 and lam >= 0, got lr={lr}, lam={lam}")
         if sigma is not None and sigma <= 0:
             raise ValueError(f"sigma must be > 0 (None for the reference weighting), got {sigma}")
-        self.prior = prior
-        self.steps = int(steps)
+        super().__init__(prior, steps)
         self.lr = float(lr)
         self.lam = float(lam)
         self.sigma = sigma
         self.cg_iterations = int(cg_iterations)
-
-    @property
-    def nfe(self) -> int:
-        """Network evaluations per reconstruction (forward only)."""
-        return self.steps
 
     def __call__(self, y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor], *,
                  generator: torch.Generator | None = None, callback: Callback | None = None,
