@@ -147,7 +147,8 @@ def tweedie_chain(prior, batch: int, sigma, seed: int) -> torch.Tensor:
         z0 = (z - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
         if t_prev >= 0:
             s = sigma(abar, abar_prev)
-            z = math.sqrt(abar_prev) * z0 + math.sqrt(1 - abar_prev - s**2) * eps + s * torch.randn(z.shape, generator=g)
+            noise = torch.randn(z.shape, generator=g)
+            z = math.sqrt(abar_prev) * z0 + math.sqrt(1 - abar_prev - s**2) * eps + s * noise
     return torch.complex(z0[:, :1], z0[:, 1:]) * 0.5 if c == 2 else z0 * 0.25 + 0.25
 
 
