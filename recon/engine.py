@@ -72,7 +72,8 @@ def simulate(cfg: DictConfig, device: torch.device, generator: torch.Generator) 
     drawn pattern is replayed from the generator's state and kept as ``structured_noise``.
     """
     source = instantiate(cfg.data, "data").to(device)
-    physics = instantiate(cfg.operator, "operator", **source.operator_inputs()).to(device)
+    factory = instantiate(cfg.operator, "operator", _partial_=True)  # the inputs it takes, by its signature
+    physics = instantiate(cfg.operator, "operator", **source.operator_inputs(factory)).to(device)
     noise = instantiate(cfg.noise, "noise")
     state = generator.get_state()
     with torch.no_grad():

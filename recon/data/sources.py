@@ -2,7 +2,7 @@
 
 A data source (the ``data`` config node) returns an object with ``image`` (the truth,
 ``(1, 1, H, W)``), ``name``, ``units``, ``pixel_size_cm`` and three methods that let
-``recon.run.simulate`` stay modality-agnostic: ``to(device)``, ``operator_inputs(factory)`` (the
+``recon.engine.simulate`` stay modality-agnostic: ``to(device)``, ``operator_inputs(factory)`` (the
 keyword arguments the ``operator`` factory takes from the data: :func:`accepted_inputs`) and
 ``measure(physics, noise, generator)`` (the measurement ``y``). :class:`GroundTruth` is the CT
 one; MRI sources are in :mod:`recon.data.mri_sources`.
