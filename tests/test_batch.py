@@ -164,6 +164,7 @@ def test_config_errors_exit_2(finished, tmp_path, capsys, args, needle):
     assert code == 2 and len(err) == 1 and needle in err[0], err
 
 
+@pytest.mark.slow  # starts a local Ray cluster
 def test_ray_executor_matches_local_resumes_and_reports_bad_files(finished, tmp_path):
     """executor=ray on a local Ray instance: identical outputs, the same failures, and a rerun
     that rewrites nothing but the missing volume."""

@@ -64,6 +64,7 @@ def test_every_stage_command_line_is_built_and_validated(tmp_path):
     assert (tmp_path / "device_run.log").is_file()
 
 
+@pytest.mark.slow  # every stage's commands, small, one after another (several minutes)
 def test_smoke_runs_every_default_stage_on_the_cpu(tmp_path):
     done, report = _run(tmp_path, "--smoke", timeout=400)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -95,6 +96,7 @@ def test_smoke_runs_every_default_stage_on_the_cpu(tmp_path):
     assert "nvidia-smi: skipped: no GPU" in log and "summary:" in log
 
 
+@pytest.mark.slow  # trains and exports two priors
 def test_train_priors_smoke_delivers_two_sharded_priors_in_eight_files(tmp_path):
     done, report = _run(tmp_path, "--smoke", "--stages", "train_priors", timeout=300)
     assert done.returncode == 0, done.stdout[-3000:]
