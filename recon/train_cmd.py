@@ -1,5 +1,9 @@
 """``python -m recon train prior=NAME``: train a diffusion prior from its config.
 
+The network, schedule and normalisation come from the prior's model card (:func:`training_card`),
+with the config's non-null ``prior.network`` / ``prior.schedule`` / ``prior.normalization`` keys
+merged over them; the config adds the name and the training data.
+
 Resumes from ``out/train_state.pt`` when present; writes the EMA weights and a completed
 model card (training facts, measured denoising quality on held-out images) to ``export``.
 ``train.minutes`` bounds the training loop's wall time (it stops, checkpoints and exports at
@@ -11,14 +15,14 @@ bfloat16) sets the exported weights' precision.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .build import resolve_device
 from .errors import ConfigError
 from .io.images import load_npy_images
-from .build import resolve_device
 
 if TYPE_CHECKING:
     from priors.train import Trainer
@@ -38,6 +42,51 @@ def training_images(data: DictConfig) -> torch.Tensor:
     raise ConfigError(f"prior.data.source={source}: expected phantoms or npy")
 
 
+ARCHITECTURE = ("network", "schedule", "normalization")
+
+
+def base_card(prior: DictConfig) -> dict[str, Any]:
+    """The model card a training starts from, named by ``prior.train_card`` or else by
+    ``prior.name``: a bundled prior's card (``priors/weights/NAME.yaml``), a published card
+    (``priors/cards/NAME.yaml``) or a card path. Empty when only ``prior.name`` is set and it
+    names no card (a config that gives the whole network itself); ``prior.card``, the card of
+    a checkpoint to load, plays no part."""
+    from priors.card import CheckpointError, read_card
+    from priors.registry import WEIGHTS_DIR, resolve_card
+
+    given = prior.get("train_card")
+    name = str(given or prior.name)
+    path = resolve_card(name)  # the path as given, or priors/cards/NAME.yaml
+    if not path.is_file() and (WEIGHTS_DIR / f"{name}.yaml").is_file():
+        path = WEIGHTS_DIR / f"{name}.yaml"
+    if not given and not path.is_file():
+        return {}
+    try:
+        return read_card(path)
+    except CheckpointError as err:
+        raise ConfigError(f"prior.train_card: {err}") from None
+
+
+def training_card(prior: DictConfig) -> dict[str, Any]:
+    """The model card to train (before the training facts): ``name``, then ``network``,
+    ``schedule`` and ``normalization`` from :func:`base_card` with the config's non-null
+    values of those sections put over them key by key (the card's key order kept, new keys
+    after), then ``data`` (the config's recipe, ``split: train``)."""
+    node = OmegaConf.to_container(prior, resolve=True)
+    base = base_card(prior)
+    card: dict[str, Any] = {"name": node["name"]}
+    for section in ARCHITECTURE:
+        given = {k: v for k, v in (node.get(section) or {}).items() if v is not None}
+        card[section] = {**(base.get(section) or {}), **given}
+    if not card["network"]:
+        raise ConfigError(f"prior.name={node['name']}: no model card of that name to take the network from; set "
+                          "prior.train_card (a bundled prior's name, e.g. ct-phantom-128, or a card path)")
+    if not isinstance(node.get("data"), dict):
+        raise ConfigError(f"prior.data: prior {node['name']} has no training data recipe in its config")
+    card["data"] = {**node["data"], "split": "train"}
+    return card
+
+
 def held_out_images(data: DictConfig, count: int) -> torch.Tensor:
     """Held-out images for the quality report: test-split phantoms, or the first ``count`` of
     ``data.eval_path`` (a .npy like the training file) for npy data; empty when neither."""
@@ -52,7 +101,7 @@ def held_out_images(data: DictConfig, count: int) -> torch.Tensor:
     return torch.zeros(0)
 
 
-def warm_start(trainer: "Trainer", checkpoint: str) -> None:
+def warm_start(trainer: Trainer, checkpoint: str) -> None:
     """Start network and EMA from ``checkpoint``'s weights (fresh optimiser, step 0)."""
     from priors import CheckpointError, load_prior
 
@@ -105,9 +154,7 @@ def _train(cfg: DictConfig, device: torch.device, rank: int) -> Path:
 
     from priors.train import Trainer, TrainSettings, denoising_quality
 
-    prior_cfg = OmegaConf.to_container(cfg.prior, resolve=True)
-    card = {k: prior_cfg[k] for k in ("name", "network", "schedule", "normalization")}
-    card["data"] = {**prior_cfg["data"], "split": "train"}
+    card = training_card(cfg.prior)
     try:
         settings = TrainSettings(**OmegaConf.to_container(cfg.train, resolve=True), seed=int(cfg.seed))
     except (TypeError, ValueError) as err:

@@ -1,10 +1,12 @@
-"""Cards of published checkpoints (priors/cards/) and the prior config's scale override."""
+"""Cards of published checkpoints (priors/cards/), the prior config's scale override, and the prior
+configs pointing at their cards (the card alone holds network, schedule and normalisation)."""
 
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from priors.checkpoint import read_card
@@ -94,3 +96,42 @@ def test_absent_card_fields_take_the_networks_defaults():
     assert torch.equal(spec.schedule.alphas_cumprod, VPSchedule.from_name("linear", 1000).alphas_cumprod)
     with pytest.raises(CheckpointError, match="card.yaml: model card needs a 'network' mapping"):
         parse_card({"schedule": {}}, source="card.yaml")
+
+
+# configs/prior/NAME.yaml -> the card it trains from (frozen: a config pointing at another card fails).
+CONFIG_CARDS = {
+    "ct_phantom": "weights/ct-phantom-128",
+    "mri_brain": "weights/mri-brain-256",
+    "noise_interference": "weights/interference-128",
+    "noise_stripes": "weights/ct-stripes-64",
+    "dds_fastmri_knee320": "cards/dds_fastmri_knee320_complex",
+}
+ARCHITECTURE = ("network", "schedule", "normalization")
+
+
+@pytest.mark.parametrize("config", sorted(CONFIG_CARDS))
+def test_each_prior_config_resolves_to_the_card_it_names(config):
+    """The config repeats none of its card; ``train`` builds exactly the card's network, schedule
+    and normalisation (equal values, the card's key order) under the config's name and data."""
+    from recon.config import config_root
+    from recon.train_cmd import base_card, training_card
+
+    paths = sorted(Path(str(config_root().joinpath("prior"))).glob("*.yaml"))
+    assert sorted(p.stem for p in paths) == sorted(CONFIG_CARDS)
+    raw = yaml.safe_load(Path(str(config_root().joinpath("prior", f"{config}.yaml"))).read_text())
+    assert not set(raw) & set(ARCHITECTURE)
+    expected = read_card(CARDS_DIR.parent / f"{CONFIG_CARDS[config]}.yaml")
+    cfg = load_config([f"prior={config}", "prior.checkpoint=x.pt"], config_name="train")  # the dds config needs one
+    assert base_card(cfg.prior) == expected
+    if "data" not in raw:  # the published prior: weights only, no training recipe
+        with pytest.raises(ConfigError, match="prior.data"):
+            training_card(cfg.prior)
+        return
+    card = training_card(cfg.prior)
+    assert list(card) == ["name", *ARCHITECTURE, "data"] and card["name"] == raw["name"]
+    for section in ARCHITECTURE:
+        assert card[section] == expected[section] and list(card[section]) == list(expected[section])
+    assert card["data"] == {**raw["data"], "split": "train"}
+    channels, _, _, offset, scale, complex_channels, units = BUNDLED[CONFIG_CARDS[config]]
+    assert (card["network"]["in_channels"], card["normalization"]) == (
+        channels, {"offset": offset, "scale": scale, "complex_channels": complex_channels, "units": units})

@@ -112,6 +112,9 @@ def test_train_command_warm_starts_from_a_checkpoint(tmp_path, capsys):
     assert "warm start" in capsys.readouterr().out
     card = load_prior(tmp_path / "b" / "ct-phantom-128.safetensors").card
     assert card["training"]["init"] == str(first)
+    bundled = load_prior("ct-phantom-128").card  # the config names this card: the same prior is trained
+    assert [card[k] for k in ("name", "network", "schedule", "normalization")] == [
+        bundled[k] for k in ("name", "network", "schedule", "normalization")]
     assert main(["train", *overrides, f"out={tmp_path / 'c'}", "init=no-such-prior"]) == 2
 
 
@@ -232,3 +235,41 @@ def test_ddp_ranks_stop_at_the_same_step_on_rank_0s_time_budget(tmp_path):
     (first, stopped_first), (second, stopped_second) = ranks["RANK0"]
     assert stopped_first and 1 <= first < 10_000
     assert second == first + 2 and not stopped_second
+
+
+def test_training_card_overrides_replace_the_cards_values(tmp_path):
+    """prior.network/schedule/normalization keys replace the card's one by one (its key order
+    kept); a renamed prior keeps its config's card; a config without a card gives the network."""
+    import pytest
+    import yaml
+    from omegaconf import OmegaConf
+
+    from priors.registry import WEIGHTS_DIR
+    from priors.unet import GUIDED_DIFFUSION_DEFAULTS
+    from recon.config import load_config
+    from recon.errors import ConfigError
+    from recon.train_cmd import training_card
+
+    bundled = yaml.safe_load((WEIGHTS_DIR / "ct-phantom-128.yaml").read_text())
+    cfg = load_config(["prior.name=ct-wide", "prior.network.num_channels=64", "prior.normalization.scale=0.5",
+                       "prior.schedule.name=cosine", "+prior.network.extra=1"], config_name="train")
+    assert set(cfg.prior.network) == {*GUIDED_DIFFUSION_DEFAULTS, "extra"}  # train.yaml lists every argument
+    card = training_card(cfg.prior)
+    assert card["name"] == "ct-wide" and str(cfg.export).endswith("ct-wide/ct-wide.safetensors")
+    assert card["network"] == {**bundled["network"], "num_channels": 64, "extra": 1}
+    assert list(card["network"]) == [*bundled["network"], "extra"]
+    assert card["normalization"] == {**bundled["normalization"], "scale": 0.5}
+    assert card["schedule"] == {"name": "cosine", "steps": 1000}
+
+    own = {"name": "mine", "network": {**CARD["network"], "dropout": None}, "data": {"source": "npy"}}
+    card = training_card(OmegaConf.create(own))  # no card named mine: the config's network alone
+    assert card["network"] == CARD["network"] and card["schedule"] == {} and card["data"]["split"] == "train"
+    with pytest.raises(ConfigError, match="prior.train_card"):
+        training_card(OmegaConf.create({"name": "mine", "data": {"source": "npy"}}))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(CARD))
+    card = training_card(OmegaConf.create({"name": "mine", "train_card": str(path), "data": {"source": "npy"}}))
+    assert [card[k] for k in ("network", "schedule", "normalization")] == [
+        CARD[k] for k in ("network", "schedule", "normalization")]
+    with pytest.raises(ConfigError, match="prior.train_card: .*model card not found"):
+        training_card(OmegaConf.create({"name": "mine", "train_card": str(tmp_path / "no.yaml"), "data": {}}))
