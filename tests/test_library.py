@@ -86,6 +86,7 @@ def load_example(name: str):
     return module
 
 
+@pytest.mark.slow  # the example script end to end, twice (DDS-20 at 64 x 64, then from files)
 def test_example_ct_own_sinogram(tmp_path):
     import numpy as np
 
@@ -108,6 +109,7 @@ def test_example_custom_operator():
     assert scores["dps (nonlinear)"] > 15
 
 
+@pytest.mark.slow  # simulates a 256 x 256 4-coil file, then the example script end to end
 def test_example_fastmri_slice(tmp_path):
     pytest.importorskip("nilearn")
     sys.path.insert(0, str(ROOT / "data_scripts"))

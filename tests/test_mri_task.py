@@ -83,7 +83,7 @@ def test_fastmri_slice_uses_the_files_kspace_and_espirit(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    (["sampler=dds"], "needs a prior"),
+    (["samplers=dds"], "needs a prior"),
     (["data.index=9"], "data.index=9"),
     (["mask.kind=spiral"], "spiral"),
     (["mask.acceleration=1"], "acceleration"),
@@ -106,14 +106,15 @@ def test_small_espirit_centre_is_a_config_error(tmp_path, capsys):
     assert code == 2 and "mask.center_fraction" in err
 
 
+@pytest.mark.slow  # the bundled 256 x 256 complex prior, end to end
 def test_dds_with_the_bundled_mri_prior(tmp_path):
     from priors import available_priors
 
     info = available_priors()["mri-brain-256"]
     assert info["complex"] and info["channels"] == 2
     run_dir = tmp_path / "dds"
-    assert main(["run", "task=mri_multicoil", "device=cpu", "data.size=128", "prior=mri_brain", "sampler=dds_mri",
-                 "sampler.steps=10", "baselines=[zero_filled]", f"hydra.run.dir={run_dir}"]) == 0
+    assert main(["run", "task=mri_multicoil", "device=cpu", "data.size=128", "prior=mri_brain", "samplers=dds_mri",
+                 "samplers.dds.steps=10", "baselines=[zero_filled]", f"hydra.run.dir={run_dir}"]) == 0
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["methods"]["dds"]["nfe"] == 10
     recon = np.load(run_dir / "recon_dds.npy")
