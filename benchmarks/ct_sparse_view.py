@@ -41,9 +41,9 @@ def main() -> None:
     for views in args.views:
         results: dict[str, list[dict[str, float]]] = {}
         for index in range(args.count):
-            runs = [[f"sampler={args.sampler}"]]  # baselines + the task's sampler
+            runs = [[f"samplers={args.sampler}"]]  # baselines + the task's sampler
             if index < args.dps_count:  # the speed comparison: DDS-50 (paper default) and DPS-1000
-                runs += [["sampler=dds", "baselines=[]"], ["sampler=dps_ct", "baselines=[]"]]
+                runs += [["samplers=dds", "baselines=[]"], ["samplers=dps_ct", "baselines=[]"]]
             for run in runs:
                 outcome = Engine(load_config(["task=sparse_ct", f"operator.views={views}", f"data.index={index}",
                                                 *run, *extra])).run()

@@ -9,7 +9,7 @@ the VP training step whose ``abar = 1 / (1 + sigma^2)`` is nearest, in the prior
 [-1, 1], where deepinv's DPS clips its estimates), the CT operator as a deepinv ``Physics``
 acting on model-space images. deepinv's default DPS (VP SDE with beta 0.1..20, i.e. the same
 linear 1e-4..0.02 schedule; DDPM solver; plain-norm guidance) runs at each ``--weights`` value;
-recon's DPS at the same number of steps with ``zeta = 3`` (chosen for CT, sampler=dps_ct).
+recon's DPS at the same number of steps with ``zeta = 3`` (chosen for CT, samplers=dps_ct).
 Held-out phantoms, 16 views, Poisson noise at 1e5 photons. Prints a Markdown table and the
 ratios of time per step and PSNR (recon / deepinv, best deepinv weight).
 """

@@ -17,7 +17,7 @@ projector       ``benchmarks/ct_projector.py --device cuda``: slices/s of projec
                 backprojection and the adjoint error of the system-matrix backend and, where
                 astra has a CUDA build (recorded), of astra's CUDA projector
 run_sparse_ct   ``python -m recon run task=sparse_ct device=cuda``
-run_mri         ``task=mri_multicoil prior=mri_brain sampler=dds_mri device=cuda``
+run_mri         ``task=mri_multicoil prior=mri_brain samplers=dds_mri device=cuda``
 run_ct3d        ``task=ct3d_sparse device=cuda``
 run_compile     ``task=sparse_ct device=cuda compile=true`` (against run_sparse_ct)
 run_bf16        ``task=ct3d_sparse device=cuda precision=bf16`` (PSNR against run_ct3d)

@@ -2,7 +2,7 @@
 
     python benchmarks/task_benchmark.py --task inpainting --count 10 \
         --case "operator.mask=box operator.missing_fraction=0.25" \
-        --runs "sampler=dds_ct" "sampler=dps baselines=[]" "sampler=red_diff baselines=[]"
+        --runs "samplers=dds_ct" "samplers=dps baselines=[]" "samplers=red_diff baselines=[]"
 
 Each case is built by the application's own config path (``task=T data.index=i`` plus the
 case's and the run's overrides), so the numbers are those of ``python -m recon run``.

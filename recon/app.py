@@ -68,7 +68,7 @@ def _group_help() -> str:
     from .config import config_root
 
     root = config_root()
-    lines = ["config groups (choose with GROUP=OPTION):"]
+    lines = ["config groups (GROUP=OPTION; baselines and samplers take lists, e.g. samplers=[dds_ct,dps_ct], samplers=[]):"]
     for group in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name):
         options = sorted(f.name.removesuffix(".yaml") for f in group.iterdir() if f.name.endswith(".yaml"))
         if options:

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .errors import ConfigError, ReconError
 
@@ -85,15 +85,9 @@ def build_prior(node: DictConfig, device: torch.device, precision: str = "fp32",
 
 def sampler_nodes(cfg: DictConfig) -> dict[str, tuple[DictConfig, str]]:
     """Every sampler a config declares, name -> (its ``_target_`` config, its config key): the
-    ``sampler`` node (the one chosen with ``sampler=...``, named by its ``name``) and the entries of
-    the ``samplers`` map (the 3D tasks' several samplers)."""
-    samplers: dict[str, tuple[DictConfig, str]] = {}
-    sampler = cfg.get("sampler")
-    if sampler is not None and sampler.get("name"):
-        samplers[str(sampler.name)] = (OmegaConf.masked_copy(sampler, [k for k in sampler if k != "name"]), "sampler")
-    for name, node in (cfg.get("samplers") or {}).items():
-        samplers[str(name)] = (node, f"samplers.{name}")
-    return samplers
+    entries of the ``samplers`` map, chosen like baselines (``samplers=[dds_ct]``, ``samplers=[]``;
+    each option of the ``samplers`` group adds one entry) and set with ``samplers.NAME.KEY=...``."""
+    return {str(name): (node, f"samplers.{name}") for name, node in (cfg.get("samplers") or {}).items()}
 
 
 def build_methods(cfg: DictConfig, device: torch.device, progress: bool = True) -> dict[str, Method]:

@@ -9,7 +9,7 @@ import pytest
 
 from recon.app import main
 
-FAST = ["data.size=64", "baselines.tv.iterations=60", "sampler.steps=8", "seed=3"]
+FAST = ["data.size=64", "baselines.tv.iterations=60", "samplers.dds.steps=8", "seed=3"]
 
 
 def run_cli(args, capsys):
@@ -46,20 +46,20 @@ def test_run_writes_a_complete_folder(finished_run):
 
 def test_same_seed_same_measurement_and_reconstruction(finished_run, tmp_path):
     again = tmp_path / "again"
-    assert main(["run", f"hydra.run.dir={again}", "data.size=64", "sampler.steps=8", "seed=3", "baselines=[fbp]"]) == 0
+    assert main(["run", f"hydra.run.dir={again}", "data.size=64", "samplers.dds.steps=8", "seed=3", "baselines=[fbp]"]) == 0
     for name in ("measurement.npy", "recon_dds.npy"):
         assert np.array_equal(np.load(finished_run / name), np.load(again / name)), name
     other = tmp_path / "other"
-    assert main(["run", f"hydra.run.dir={other}", "data.size=64", "sampler.steps=8", "seed=4", "baselines=[]"]) == 0
+    assert main(["run", f"hydra.run.dir={other}", "data.size=64", "samplers.dds.steps=8", "seed=4", "baselines=[]"]) == 0
     assert not np.array_equal(np.load(again / "recon_dds.npy"), np.load(other / "recon_dds.npy"))
 
 
 def test_dps_and_baselines_only(tmp_path):
-    assert main(["run", f"hydra.run.dir={tmp_path / 'dps'}", "data.size=32", "sampler=dps", "sampler.steps=4",
+    assert main(["run", f"hydra.run.dir={tmp_path / 'dps'}", "data.size=32", "samplers=dps", "samplers.dps.steps=4",
                  "baselines=[]"]) == 0
     report = json.loads((tmp_path / "dps" / "metrics.json").read_text())
     assert list(report["methods"]) == ["dps"] and report["methods"]["dps"]["nfe"] == 4
-    assert main(["run", f"hydra.run.dir={tmp_path / 'none'}", "data.size=32", "sampler=none"]) == 0
+    assert main(["run", f"hydra.run.dir={tmp_path / 'none'}", "data.size=32", "samplers=[]"]) == 0
     assert set(json.loads((tmp_path / "none" / "metrics.json").read_text())["methods"]) == {"fbp", "tv"}
 
 
@@ -76,7 +76,7 @@ def test_file_input_and_overrides(tmp_path, capsys):
 
     path = tmp_path / "truth.npy"
     np.save(path, make_phantom("head", "test", 2, 48))
-    code, out, _ = run_cli(["run", "data=file", f"data.path={path}", "operator.views=8", "baselines=[fbp]", "sampler=none",
+    code, out, _ = run_cli(["run", "data=file", f"data.path={path}", "operator.views=8", "baselines=[fbp]", "samplers=[]",
                             f"hydra.run.dir={tmp_path / 'out'}"], capsys)
     assert code == 0, out
     assert np.load(tmp_path / "out" / "measurement.npy").shape[2] == 8
@@ -120,7 +120,7 @@ def test_bad_data_files_give_one_line_naming_the_file(case, tmp_path, capsys):
     (["operator.views=oops"], "views"),
     (["prior.checkpoint=/no/such/prior.safetensors"], "prior.yaml"),
     (["prior.name=no-such-prior"], "no-such-prior"),
-    (["sampler=nope"], "nope"),
+    (["samplers=nope"], "nope"),
 ])
 def test_bad_overrides_give_one_line_naming_the_key(override, needle, tmp_path, capsys):
     code, _, err = run_cli(["run", *override, f"hydra.run.dir={tmp_path / 'x'}"], capsys)

@@ -14,7 +14,7 @@ from recon.app import main
 pytest.importorskip("sigpy")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "simulate_fastmri.py"
-DDS = ["prior=mri_brain", "sampler=dds_mri", "sampler.steps=10", "baselines=[zero_filled]",
+DDS = ["prior=mri_brain", "samplers=dds_mri", "samplers.dds.steps=10", "baselines=[zero_filled]",
        "mask.center_fraction=0.2", "operator.kernel_width=4", "device=cpu", "batch_size=2"]
 
 

@@ -17,7 +17,7 @@ def test_bench_appends_a_table_per_task_and_plots(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# earlier results\n\nkept as they were\n")
     args = ["bench", "tasks=[inpainting]", "count=2", f"results={results}", f"plots={tmp_path / 'plots'}",
-            "data.size=64", "sampler.steps=4", "baselines.tv.iterations=50"]
+            "data.size=64", "samplers.dds.steps=4", "baselines.tv.iterations=50"]
     assert main(args) == 0
     text = results.read_text()
     assert text.startswith("# earlier results\n\nkept as they were\n")

@@ -14,7 +14,7 @@ from recon.baselines import Bicubic
 from recon.data.mri_sources import MRISlice, sense_operator
 from recon.data.sources import GroundTruth, accepted_inputs
 
-FAST = ["data.size=64", "sampler.steps=10", "baselines.tv.iterations=1000", "seed=2"]
+FAST = ["data.size=64", "samplers.dds.steps=10", "baselines.tv.iterations=1000", "seed=2"]
 
 
 def run(tmp_path, name, *overrides):
@@ -73,7 +73,7 @@ def test_bad_samples_and_mask_are_one_line_errors(tmp_path, capsys):
 
 def test_bicubic_on_another_operator_is_a_one_line_error_named_by_the_app(tmp_path, capsys):
     assert main(["run", f"hydra.run.dir={tmp_path}", "data.size=64", "task=inpainting", "baselines=[bicubic]",
-                 "sampler=none"]) == 2
+                 "samplers=[]"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bicubic" in err and "Downsampling physics, got Inpainting" in err, err
 

@@ -31,7 +31,7 @@ def test_fastmri_card_builds_the_published_layout():
 
 def test_published_prior_config_needs_a_checkpoint():
     with pytest.raises(ConfigError, match="prior.checkpoint"):
-        load_config(["task=mri_multicoil", "prior=dds_fastmri_knee320", "sampler=dds_mri"])
+        load_config(["task=mri_multicoil", "prior=dds_fastmri_knee320", "samplers=dds_mri"])
 
 
 def test_scale_override():

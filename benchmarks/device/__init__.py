@@ -24,9 +24,9 @@ STAGES: list[Stage] = [
           build_projector, collect_projector, smoke_cap_s=60),
     Stage("run_sparse_ct", "recon run task=sparse_ct", 60, 20,
           build_run("run_sparse_ct", ["task=sparse_ct"], SMOKE_2D), collect_run("run_sparse_ct")),
-    Stage("run_mri", "recon run task=mri_multicoil prior=mri_brain sampler=dds_mri", 75, 20,
-          build_run("run_mri", ["task=mri_multicoil", "prior=mri_brain", "sampler=dds_mri"],
-                    ["sampler.steps=2", "data.size=32"]), collect_run("run_mri")),
+    Stage("run_mri", "recon run task=mri_multicoil prior=mri_brain samplers=dds_mri", 75, 20,
+          build_run("run_mri", ["task=mri_multicoil", "prior=mri_brain", "samplers=dds_mri"],
+                    ["samplers.dds.steps=2", "data.size=32"]), collect_run("run_mri")),
     Stage("run_ct3d", "recon run task=ct3d_sparse", 75, 20,
           build_run("run_ct3d", ["task=ct3d_sparse"], SMOKE_3D), collect_run("run_ct3d")),
     # compile=true: inductor (the GPU's point); in --smoke the eager backend, which still traces the network.

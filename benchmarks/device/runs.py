@@ -10,7 +10,7 @@ from .stage import REPO, Context, Step, merge, read_json
 
 
 # Tiny sizes for --smoke, appended to the GPU command line (the same command otherwise).
-SMOKE_2D = ["sampler.steps=3", "data.size=32"]
+SMOKE_2D = ["samplers.dds.steps=3", "data.size=32"]
 SMOKE_3D = ["data.size=32", "data.depth=2", "samplers.independent_2d.steps=2", "samplers.slice_coupled.steps=2",
             "samplers.dds_3d.steps=2"]
 
