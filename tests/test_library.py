@@ -86,7 +86,6 @@ def load_example(name: str):
     return module
 
 
-@pytest.mark.slow  # the example script end to end, twice (DDS-20 at 64 x 64, then from files)
 def test_example_ct_own_sinogram(tmp_path):
     import numpy as np
 

@@ -106,7 +106,6 @@ def test_small_espirit_centre_is_a_config_error(tmp_path, capsys):
     assert code == 2 and "mask.center_fraction" in err
 
 
-@pytest.mark.slow  # the bundled 256 x 256 complex prior, end to end
 def test_dds_with_the_bundled_mri_prior(tmp_path):
     from priors import available_priors
 
