@@ -21,7 +21,16 @@ methods' own (ESPIRiT time is reported separately, ``maps_seconds_per_slice``).
 Reliability: every file is written atomically and a volume's record after its HDF5, so a rerun
 skips (volume, method) pairs that have both; a bad input file (unreadable, truncated, no or
 malformed ``kspace``, NaN/Inf) is reported with its name and reason and the batch goes on; the
-input folder is only read. Exit status 0, or 1 if any file failed (2 for configuration errors).
+input folder is only read. One batch writes an output folder at a time: a second one on the
+same ``output`` refuses at once (:mod:`recon.io.lock`; the OS frees the lock if the first dies).
+A full disk stops the batch with one line; the atomic writes leave every earlier output complete
+and no partial file under a final name. Exit status 0, or 1 if any file failed (2 for
+configuration errors, a busy output folder or a full disk).
+
+Memory (local executor): before a file, the slice batch's working set is estimated from its
+k-space shape (:func:`memory_need`); above ``memory_limit`` (bytes or ``8GiB``-like text;
+``auto``, the default: the OS's available memory; ``none``: no check) the slice batch is
+reduced, and a file whose single slice would not fit fails with the size it would need.
 
 ``executor=ray`` spreads the files over a Ray cluster (:mod:`recon.distributed`), one task per
 file, with the same outputs, resume and failure handling; ``executor=local`` (the default) runs
@@ -31,6 +40,7 @@ them one after another in this process.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import sys
@@ -41,16 +51,18 @@ import numpy as np
 from omegaconf import DictConfig
 
 from operators import MASK_KINDS
-from .build import build_methods, resolve_device
+
 from .batch_job import complete, process_file, record_path
-from .errors import ConfigError
+from .build import build_methods, resolve_device
+from .errors import ConfigError, ReconError
 from .io.atomic import atomic_write, save_json
+from .io.fastmri import read_fastmri
+from .io.lock import output_lock
 from .report import Column, format_table
+
 
 def batch(cfg: DictConfig) -> int:
     """Run the batch configured by ``cfg`` (``configs/batch.yaml``); returns the exit status."""
-    from tqdm import tqdm
-
     root, output = _folders(cfg)
     _check_mask(cfg.mask)
     if int(cfg.batch_size) < 1:
@@ -58,6 +70,21 @@ def batch(cfg: DictConfig) -> int:
     files = sorted(p for p in root.glob("*.h5") if p.is_file())
     if not files:
         raise ConfigError(f"data.root={root}: no *.h5 files")
+    limit = memory_limit(cfg.get("memory_limit", "auto"))
+    try:
+        with output_lock(output):
+            return _run(cfg, files, output, limit)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise ReconError(f"output={output}: no space left on device ({err.filename or 'writing'}); "
+                             "the outputs written before are complete and kept") from None
+        raise
+
+
+def _run(cfg: DictConfig, files: list[Path], output: Path, limit: int | None) -> int:
+    """Every (file, method) pair not yet complete in ``output``, then the summary (lock held)."""
+    from tqdm import tqdm
+
     device = resolve_device(str(cfg.device))
     methods = build_methods(cfg, device)
     if not methods:
@@ -68,7 +95,19 @@ def batch(cfg: DictConfig) -> int:
     if executor == "local":
         failures = {}
         for path, names in tqdm(jobs, desc="files", unit="file"):
-            reason = process_file(path, {name: methods[name] for name in names}, cfg, output, device)
+            file_cfg, reason = fit_memory(path, cfg, len(names), limit)
+            if reason is not None:
+                failures[path.name] = reason
+                tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
+                continue
+            try:
+                reason = process_file(path, {name: methods[name] for name in names}, file_cfg, output, device)
+            except OSError as err:
+                if err.errno != errno.ENOSPC:
+                    raise
+                raise ReconError(f"output={output}: no space left on device while writing the outputs of "
+                                 f"{path.name}; stopped, the outputs written before are complete and kept, "
+                                 "and none of this file's is left partial") from None
             if reason is not None:
                 failures[path.name] = reason
                 tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
@@ -84,6 +123,84 @@ def batch(cfg: DictConfig) -> int:
         handle.write(summary_csv(summary["methods"]))
     print(format_summary(summary))
     return 1 if failures else 0
+
+
+# Rough working set per slice, in k-space-sized complex64 arrays: the k-space and its regridded and
+# masked copies, coil maps, coil images and a few CG/ADMM vectors (measured peaks stay below this).
+WORKING_ARRAYS = 12
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+
+
+def memory_limit(spec: Any) -> int | None:
+    """``memory_limit`` in bytes: a number, ``"8GiB"``-like text, ``auto`` (the OS's available
+    memory, from ``/proc/meminfo``; None where unknown) or ``null``/``none`` (no limit)."""
+    if spec is None or str(spec).strip().lower() == "none":
+        return None
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return available_memory()
+    number = text.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = text[len(number):].strip()
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigError(f"memory_limit={spec}: expected bytes, e.g. 8GiB or 512MB, auto or none") from None
+    if value <= 0:
+        raise ConfigError(f"memory_limit={spec}: must be > 0")
+    return int(value)
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in bytes (Linux); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_need(shape: tuple[int, ...], crop: tuple[int, int], methods: int) -> tuple[int, int]:
+    """Bytes ``(per slice in a batch, per volume)`` to reconstruct k-space of ``shape``
+    ``(S, C, H, W)``: the batch's working set, and the kept magnitudes of every method plus
+    the target (float32, cropped)."""
+    slices, coils, rows, cols = shape
+    return WORKING_ARRAYS * coils * rows * cols * 8, (methods + 1) * slices * crop[0] * crop[1] * 4
+
+
+def fit_memory(path: Path, cfg: DictConfig, methods: int, limit: int | None) -> tuple[DictConfig, str | None]:
+    """``cfg`` with ``batch_size`` reduced so that the file fits ``limit`` bytes, or a one-line
+    reason it cannot (even one slice would need more). Unreadable files pass unchanged: the
+    reconstruction reports them."""
+    if limit is None:
+        return cfg, None
+    try:
+        volume = read_fastmri(path)
+    except ReconError:
+        return cfg, None
+    per_slice, kept = memory_need(volume.kspace_shape, tuple(volume.crop_size), methods)
+    wanted = int(cfg.batch_size)
+    if per_slice + kept > limit:
+        return cfg, (f"needs about {_size(per_slice + kept)} of memory for one slice at a time "
+                     f"({volume.num_coils} coils, {volume.kspace_shape[2]}x{volume.kspace_shape[3]} k-space), "
+                     f"above the limit of {_size(limit)} (memory_limit)")
+    fits = min(wanted, (limit - kept) // per_slice)
+    if fits >= wanted:
+        return cfg, None
+    from tqdm import tqdm
+
+    tqdm.write(f"{path.name}: batch_size={wanted} would need about {_size(wanted * per_slice + kept)} of memory, "
+               f"above {_size(limit)}; using batch_size={fits}", file=sys.stderr)
+    smaller = cfg.copy()
+    smaller.batch_size = int(fits)
+    return smaller, None
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def _folders(cfg: DictConfig) -> tuple[Path, Path]:
