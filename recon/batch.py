@@ -126,7 +126,8 @@ def _run(cfg: DictConfig, files: list[Path], output: Path, limit: int | None) ->
 
 
 # Rough working set per slice, in k-space-sized complex64 arrays: the k-space and its regridded and
-# masked copies, coil maps, coil images and a few CG/ADMM vectors (measured peaks stay below this).
+# masked copies, coil maps, coil images and a few CG/ADMM vectors. An estimate, not a measurement:
+# a prior network's activations are not counted.
 WORKING_ARRAYS = 12
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
