@@ -69,3 +69,12 @@ def test_lock_is_exclusive_within_a_process_and_reusable_after_release(tmp_path)
     with output_lock(tmp_path / "o"):
         pass
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(FolderBusy, match=r"output=.*a_file/out: cannot write here"):
+        with output_lock(blocker / "out"):
+            pass
+    assert blocker.read_text() == "not a folder"

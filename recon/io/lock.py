@@ -66,13 +66,17 @@ def output_lock(folder: str | os.PathLike[str], what: str = "output") -> Iterato
     """Hold ``folder``'s lock for the ``with`` block (the folder is created if needed).
 
     Raises :class:`FolderBusy` (one line naming ``what=folder`` and the holder's pid) if another
-    process holds it; nothing else in the folder is touched then.
+    process holds it, or naming the OS's reason if the folder cannot be created or written; nothing
+    else in the folder is touched then.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as err:
+            raise FolderBusy(f"{what}={folder}: cannot write here ({err.strerror or err})") from None
         if not _try_lock(fd):
             os.close(fd)
             raise FolderBusy(f"{what}={folder}: another recon batch (pid {_holder(path)}) is writing here; "
