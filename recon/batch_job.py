@@ -2,12 +2,16 @@
 
 One step of ``python -m recon batch`` (:mod:`recon.batch`), shared by the local and the Ray
 executor (:mod:`recon.distributed`). Methods are timed by the engine
-(:func:`recon.engine.run_method`).
+(:func:`recon.engine.run_method`). Each method gets its own generator seeded with ``seed`` per
+volume, and numpy's global generator is seeded around each call, so a volume's outputs are the
+same bytes whichever of its methods a (resumed) run redoes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +63,10 @@ def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, 
         raise InputError(path, f"recon size {crop} exceeds the k-space ({rows}, {cols})")
     shape = (crop[0], cols)
     mask = torch.from_numpy(volume.mask) if volume.mask is not None else cfg.mask
-    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    seed = int(cfg.seed)
+    # one generator per method, so a method's draws do not depend on which others run with it
+    # (a rerun that redoes only some methods of a volume gives the same outputs)
+    generators = {name: torch.Generator(device=device).manual_seed(seed) for name in methods}
     images: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
     maps_seconds, sampling = 0.0, None
@@ -75,7 +82,8 @@ def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, 
             sampling = physics.mask.cpu()
             y = physics.mask * kspace.to(device)
             for name, method in methods.items():
-                x, _, elapsed = run_method(name, method, y, physics, generator)
+                with numpy_seeded(seed):
+                    x, _, elapsed = run_method(name, method, y, physics, generators[name])
                 seconds[name] += elapsed
                 images[name].append(center_crop(x.detach().abs()[:, 0], crop).cpu().numpy())
             bar.update(len(indices))
@@ -94,6 +102,18 @@ def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, 
             "acceleration": acceleration,
             "metrics": None if target is None else volume_metrics(recon, target),
         })
+
+
+@contextmanager
+def numpy_seeded(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for the block, then restore its state: numpy-based methods
+    that draw from it unseeded (sigpy's ``MaxEig`` step size in L1-wavelet) repeat bit for bit."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _target(volume: FastMRIVolume) -> np.ndarray | None:
