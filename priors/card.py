@@ -10,6 +10,7 @@ free-form ``data``, ``training``, ``quality`` sections. Loading (:mod:`priors.ch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +25,7 @@ __all__ = ["CardSpec", "CheckpointError", "card_text", "parse_card", "read_card"
 
 DEFAULT_SCHEDULE = "linear"
 DEFAULT_STEPS = 1000
+MAX_STEPS = 100_000  # training steps of a VP schedule; more is a corrupt card, not a model
 
 
 class CheckpointError(ValueError):
@@ -48,15 +50,40 @@ class CardSpec:
 def parse_card(card: Mapping[str, Any], source: str = "") -> CardSpec:
     """The network config, VP schedule (default linear, 1000 steps), normalisation (default
     identity) and channels of ``card``; ``source`` (a path) prefixes errors."""
+    where = f"{source}: " if source else ""
     network = card.get("network")
     if not isinstance(network, Mapping):
-        where = f"{source}: " if source else ""
         raise CheckpointError(f"{where}model card needs a 'network' mapping of guided-diffusion arguments")
-    sched = card.get("schedule", {}) or {}
-    schedule = VPSchedule.from_name(str(sched.get("name", DEFAULT_SCHEDULE)), int(sched.get("steps", DEFAULT_STEPS)))
-    normalization = Normalization.from_dict(card.get("normalization", {}) or {})
-    channels = int(network.get("in_channels", GUIDED_DIFFUSION_DEFAULTS["in_channels"]))
+    sections = {key: card.get(key, {}) or {} for key in ("schedule", "normalization")}
+    for key, value in sections.items():
+        if not isinstance(value, Mapping):
+            raise CheckpointError(f"{where}model card's {key!r} must be a mapping, got {type(value).__name__}")
+    sched = sections["schedule"]
+    try:
+        steps = _integer(sched.get("steps", DEFAULT_STEPS), "schedule.steps")
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"schedule.steps must be between 1 and {MAX_STEPS}, got {steps}")
+        schedule = VPSchedule.from_name(str(sched.get("name", DEFAULT_SCHEDULE)), steps)
+        normalization = Normalization.from_dict(sections["normalization"])
+        if not (math.isfinite(normalization.offset) and math.isfinite(normalization.scale)
+                and normalization.scale != 0):
+            raise ValueError(f"normalization offset and scale must be finite (scale non-zero), got "
+                             f"{normalization.offset} and {normalization.scale}")
+        channels = _integer(network.get("in_channels", GUIDED_DIFFUSION_DEFAULTS["in_channels"]),
+                            "network.in_channels")
+    except (TypeError, ValueError, OverflowError) as err:
+        raise CheckpointError(f"{where}invalid model card: {' '.join(str(err).split())}") from None
     return CardSpec(dict(network), schedule, normalization, channels)
+
+
+def _integer(value: Any, key: str) -> int:
+    """``value`` as an int: an int or integral number/string; ValueError naming ``key`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    return int(number)
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
@@ -66,8 +93,11 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: model card not found")
     try:
         card = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: not valid YAML ({first})") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read model card ({err.strerror or err})") from None
     if not isinstance(card, dict) or not isinstance(card.get("network"), dict):
         raise CheckpointError(f"{path}: model card needs a 'network' mapping of guided-diffusion arguments")
     return card

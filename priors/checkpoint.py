@@ -27,7 +27,7 @@ import torch
 from .atomic import write_atomic
 from .card import CheckpointError, card_text, parse_card, read_card
 from .prior import DiffusionPrior
-from .unet import from_guided_diffusion
+from .unet import check_state_dict, from_guided_diffusion
 
 # Re-exported: the card and atomic-write helpers were defined here before priors.card/priors.atomic.
 __all__ = ["CheckpointError", "card_text", "export_state", "load_checkpoint", "prior_from_card", "read_card",
@@ -57,10 +57,20 @@ def prior_from_card(card: Mapping[str, Any], state_dict: Mapping[str, torch.Tens
     """Build a :class:`DiffusionPrior` from a model card (:func:`priors.card.parse_card`) and
     (optionally) its weights."""
     spec = parse_card(card, source)
+    where = f"{source}: " if source else ""
+    if state_dict is not None:
+        for name, tensor in state_dict.items():
+            if tensor.is_floating_point() or tensor.is_complex():
+                if not bool(torch.isfinite(tensor).all()):
+                    raise CheckpointError(f"{where}tensor {name!r} holds NaN or Inf")
     try:
+        if state_dict is not None:  # check the card's network against the weights before allocating it
+            with torch.device("meta"):
+                check_state_dict(from_guided_diffusion(spec.network), state_dict)
         network = from_guided_diffusion(spec.network, state_dict)
-    except ValueError as err:
-        raise CheckpointError(f"{source}: {err}" if source else str(err)) from None
+    except (ValueError, TypeError, RuntimeError, KeyError, ZeroDivisionError, OverflowError, AttributeError,
+            IndexError) as err:  # card values of the wrong type or range, weights that do not fit
+        raise CheckpointError(f"{where}{' '.join(str(err).split())}") from None
     prior = DiffusionPrior(network.eval(), spec.schedule, spec.normalization, channels=spec.channels, card=card)
     prior.requires_grad_(False)
     return prior

@@ -39,7 +39,8 @@ __all__ = [
     "write_reconstruction",
 ]
 
-DEFAULT_CROP = (320, 320)  # fastMRI's image size when the header gives none
+DEFAULT_CROP = (320, 320)
+MAX_SLICE_VALUES = 2**28  # values per slice (2 GiB of complex64): a corrupt header must not allocate more  # fastMRI's image size when the header gives none
 ISMRMRD_NS = "http://www.ismrm.org/ISMRMRD"
 
 Array = TypeVar("Array")
@@ -94,10 +95,10 @@ def _matrix_size(path: Path, root: ET.Element, space: str) -> tuple[int, int, in
 
 
 def _parse_header(path: Path, raw: Any) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    raw = raw.tobytes() if isinstance(raw, np.ndarray) else raw
+    raw = raw.tobytes() if isinstance(raw, (np.ndarray, np.generic)) else raw
     try:
         root = ET.fromstring(raw)
-    except (ET.ParseError, TypeError) as exc:
+    except (ET.ParseError, TypeError, ValueError) as exc:
         raise InputError(path, f"ismrmrd_header is not valid XML: {_one_line(exc)}") from None
     return _matrix_size(path, root, "encodedSpace"), _matrix_size(path, root, "reconSpace")
 
@@ -147,13 +148,24 @@ class FastMRIVolume:
             raise IndexError(f"slice {index} out of range for {self.num_slices} slices")
         try:
             with h5py.File(self.path, "r") as f:
-                return np.asarray(f[key][index])
-        except (OSError, KeyError) as exc:
+                data = f[key]
+                if not isinstance(data, h5py.Dataset) or data.ndim < 1 or data.dtype.kind not in "iufc":
+                    raise InputError(self.path, f"{key} must be a numeric dataset")
+                if data.shape[0] != self.num_slices:
+                    raise InputError(self.path, f"{key} has {data.shape[0]} slices, kspace has {self.num_slices}")
+                if int(np.prod(data.shape[1:], dtype=object)) > MAX_SLICE_VALUES:
+                    raise InputError(self.path, f"{key} slices of shape {data.shape[1:]} exceed "
+                                                f"{MAX_SLICE_VALUES} values (corrupt header?)")
+                return np.asarray(data[index])
+        except InputError:
+            raise
+        except Exception as exc:  # h5py raises OSError, KeyError, ValueError, TypeError for corrupt files
             raise InputError(self.path, f"cannot read {key} slice {index}: {_one_line(exc)}") from None
 
     def kspace(self, index: int) -> np.ndarray:
         """Slice ``index`` of k-space, complex64 ``(C, H, W)``; InputError if it holds NaN/Inf."""
-        data = self._read("kspace", index).astype(np.complex64, copy=False)
+        with np.errstate(all="ignore"):
+            data = self._read("kspace", index).astype(np.complex64, copy=False)
         if not np.isfinite(data).all():
             raise InputError(self.path, f"kspace slice {index} holds NaN or Inf")
         return data
@@ -162,7 +174,14 @@ class FastMRIVolume:
         """Slice ``index`` of ``reconstruction_rss``, float32 ``(h, w)``."""
         if not self.has_target:
             raise InputError(self.path, "no reconstruction_rss dataset")
-        return self._read("reconstruction_rss", index).astype(np.float32, copy=False)
+        data = self._read("reconstruction_rss", index)
+        if data.ndim != 2 or data.dtype.kind == "c":
+            raise InputError(self.path, f"reconstruction_rss slices must be real (h, w), got {data.dtype} {data.shape}")
+        with np.errstate(all="ignore"):
+            data = data.astype(np.float32, copy=False)
+        if not np.isfinite(data).all():
+            raise InputError(self.path, f"reconstruction_rss slice {index} holds NaN or Inf")
+        return data
 
 
 def read_fastmri(path: str | os.PathLike[str]) -> FastMRIVolume:
@@ -185,7 +204,9 @@ def read_fastmri(path: str | os.PathLike[str]) -> FastMRIVolume:
     try:
         with handle as f:
             return _inspect(path, f)
-    except OSError as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, TypeError for corrupt files
         raise InputError(path, f"cannot read HDF5 file (truncated?): {_one_line(exc)}") from None
 
 
@@ -198,12 +219,27 @@ def _inspect(path: Path, f: h5py.File) -> FastMRIVolume:
         raise InputError(path, f"kspace must be (slices, coils, H, W), got shape {kspace.shape}{hint}")
     if kspace.dtype.kind != "c":
         raise InputError(path, f"kspace must be complex, got {kspace.dtype}")
+    if 0 in kspace.shape:
+        raise InputError(path, f"kspace has an empty dimension: shape {kspace.shape}")
     mask = None
     if "mask" in f:
-        mask = np.asarray(f["mask"], dtype=np.float32)
-        if mask.shape != (kspace.shape[-1],):
-            raise InputError(path, f"mask must have shape ({kspace.shape[-1]},), got {mask.shape}")
-    sizes = _parse_header(path, f["ismrmrd_header"][()]) if "ismrmrd_header" in f else (None, None)
+        stored = f["mask"]
+        if not isinstance(stored, h5py.Dataset) or stored.shape != (kspace.shape[-1],) or stored.dtype.kind not in "iufb":
+            raise InputError(path, f"mask must have shape ({kspace.shape[-1]},) and be real, got "
+                                   f"{getattr(stored, 'dtype', 'a group')} {getattr(stored, 'shape', '')}")
+        mask = np.asarray(stored, dtype=np.float32)
+        if not np.isfinite(mask).all():
+            raise InputError(path, "mask holds NaN or Inf")
+    sizes = (None, None)
+    if "ismrmrd_header" in f:
+        if not isinstance(f["ismrmrd_header"], h5py.Dataset) or f["ismrmrd_header"].size > 2**24:
+            raise InputError(path, "ismrmrd_header must be a dataset holding XML text")
+        sizes = _parse_header(path, f["ismrmrd_header"][()])
+        for name, size in zip(("encodedSpace", "reconSpace"), sizes):
+            if not all(0 < n <= 2**16 for n in size):
+                raise InputError(path, f"ismrmrd_header {name}/matrixSize {size} must be positive and at most 65536")
+    if "reconstruction_rss" in f and not isinstance(f["reconstruction_rss"], h5py.Dataset):
+        raise InputError(path, "reconstruction_rss must be a dataset")
     return FastMRIVolume(
         path=path,
         kspace_shape=tuple(int(n) for n in kspace.shape),  # type: ignore[arg-type]

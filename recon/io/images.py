@@ -85,16 +85,22 @@ def load_volume(path: str | os.PathLike[str], units: str = "attenuation") -> tup
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         raise InputError(path, "expected a NIfTI volume (.nii or .nii.gz)")
     try:
-        image = nib.as_closest_canonical(nib.load(path))
+        image = _load_nifti_checked(path)
+        image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises many types for corrupt files
+        zooms = tuple(float(v) for v in image.header.get_zooms()[:3])
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel and numpy raise many types for corrupt files and affines
         raise InputError(path, f"cannot read NIfTI file: {_reason(exc)}") from exc
     data = data.reshape(data.shape[:3]) if data.ndim > 3 and all(n == 1 for n in data.shape[3:]) else data
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D volume, got shape {data.shape}")
     if not np.isfinite(data).all():
         raise InputError(path, "volume holds NaN or Inf")
-    sx, sy, sz = (float(v) for v in image.header.get_zooms()[:3])
+    if len(zooms) < 3 or not all(np.isfinite(v) and v > 0 for v in zooms):
+        raise InputError(path, f"voxel spacing must be three positive finite numbers, got {zooms}")
+    sx, sy, sz = zooms
     display = np.ascontiguousarray(data[::-1, ::-1, :].transpose(2, 1, 0))
     return (hu_to_mu(display) if units == "hu" else display).astype(np.float32), (sx, sy, sz)
 
@@ -127,6 +133,8 @@ def save_nifti(path: str | os.PathLike[str], array: np.ndarray,
 
 def _pick_slice(path: Path, count: int, slice_index: int | None) -> int:
     """Validated slice index among ``count`` slices (default the middle one)."""
+    if count < 1:
+        raise InputError(path, "no slices (a dimension of size 0)")
     if slice_index is None:
         return count // 2
     if not 0 <= slice_index < count:
@@ -152,14 +160,32 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _npy_declared_fits(path: Path, handle) -> None:
+    """Check the ``.npy`` header's shape and dtype against the file's size before numpy allocates."""
+    version = np.lib.format.read_magic(handle)
+    fmt = np.lib.format
+    shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(handle)
+    if any(int(n) < 0 for n in shape):
+        raise InputError(path, f"negative dimension in the .npy header shape {shape}")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    available = path.stat().st_size - handle.tell()
+    if declared > available:
+        raise InputError(path, f"header declares shape {shape} of {dtype} ({declared} bytes) but only "
+                               f"{available} bytes of data follow (truncated or corrupt)")
+    handle.seek(0)
+
+
 def _read_npy(path: Path, slice_index: int | None) -> np.ndarray:
     try:
         with open(path, "rb") as handle:
             if handle.read(6) != b"\x93NUMPY":
                 raise InputError(path, "not a .npy file (no NUMPY header)")
             handle.seek(0)
+            _npy_declared_fits(path, handle)
             array = np.load(handle, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # numpy raises many types (ValueError, SyntaxError, TokenError...) for bad headers
         raise InputError(path, f"cannot read .npy file: {_reason(exc)}") from exc
     shape = array.shape
     while array.ndim > 2 and array.shape[0] == 1:
@@ -173,11 +199,32 @@ def _read_npy(path: Path, slice_index: int | None) -> np.ndarray:
     return _checked(path, array)
 
 
+def _load_nifti_checked(path: Path) -> nib.Nifti1Image:
+    """``nib.load(path)`` after checking that the declared data fits the file (a corrupt header
+    must not make nibabel allocate gigabytes): at most the file's bytes for ``.nii``, at most
+    deflate's maximum ratio (1032:1) of them for ``.nii.gz``."""
+    image = nib.load(path)
+    header = image.header
+    declared = int(np.prod([int(n) for n in image.shape], dtype=object)) * header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    limit = size * 1032 + 2**20 if path.name.lower().endswith(".gz") else size - int(header.get_data_offset())
+    if declared > limit:
+        raise InputError(path, f"header declares shape {image.shape} of {header.get_data_dtype()} "
+                               f"({declared} bytes), more than the file can hold (truncated or corrupt)")
+    return image
+
+
 def _read_nifti(path: Path, slice_index: int | None) -> np.ndarray:
     try:
-        image = nib.load(path)
-    except Exception as exc:  # nibabel raises many types for corrupt files
+        return _read_nifti_slice(path, slice_index)
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel and numpy raise many types for corrupt files and affines
         raise InputError(path, f"cannot read NIfTI file: {_reason(exc)}") from exc
+
+
+def _read_nifti_slice(path: Path, slice_index: int | None) -> np.ndarray:
+    image = _load_nifti_checked(path)
     shape = image.shape
     if len(shape) < 2 or (len(shape) > 3 and any(n != 1 for n in shape[3:])):
         raise InputError(path, f"expected a 2D image or a 3D volume, got shape {shape}")
@@ -236,22 +283,38 @@ def _read_dicom(path: Path, slice_index: int | None) -> np.ndarray:
         raise InputError(path, "not a DICOM file (no DICOM header)") from exc
     except Exception as exc:  # pydicom raises many types for corrupt or undecodable files
         raise InputError(path, f"cannot read DICOM file: {_reason(exc)}") from exc
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
+    if _dicom_number(path, ds, "SamplesPerPixel", 1) != 1:
         raise InputError(path, f"expected a greyscale CT image, got {ds.SamplesPerPixel} samples per pixel")
     if raw.ndim == 3:
         raw = raw[_pick_slice(path, raw.shape[0], slice_index)]
     elif slice_index is not None:
         raise InputError(path, f"slice_index given but the DICOM image is 2D (shape {raw.shape})")
     stored = _checked(path, raw)
-    hu = stored * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept", 0.0))
+    with np.errstate(all="ignore"):
+        hu = stored * _dicom_number(path, ds, "RescaleSlope", 1.0) + _dicom_number(path, ds, "RescaleIntercept", 0.0)
+    if not np.isfinite(hu).all():
+        raise InputError(path, "rescaled pixel values are NaN or Inf (check RescaleSlope / RescaleIntercept)")
     outside = hu < HU_MIN_VALID
     if "PixelPaddingValue" in ds:
-        low = high = float(ds.PixelPaddingValue)
+        low = high = _dicom_number(path, ds, "PixelPaddingValue", 0.0)
         if "PixelPaddingRangeLimit" in ds:
-            low, high = sorted((low, float(ds.PixelPaddingRangeLimit)))
+            low, high = sorted((low, _dicom_number(path, ds, "PixelPaddingRangeLimit", low)))
         outside |= (stored >= low) & (stored <= high)
     hu[outside] = HU_AIR
     return hu
+
+
+def _dicom_number(path: Path, ds, keyword: str, default: float) -> float:
+    """The finite number that DICOM element ``keyword`` holds (``default`` when absent)."""
+    try:
+        value = ds.get(keyword, default)
+        number = float(value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+                       else value)
+    except Exception:  # empty, text, or a sequence where a number belongs
+        raise InputError(path, f"DICOM {keyword} is not a number") from None
+    if not np.isfinite(number):
+        raise InputError(path, f"DICOM {keyword} is {number}")
+    return number
 
 
 def load_npy_images(path: Path) -> torch.Tensor:
