@@ -44,7 +44,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or foreign file: report, never unpickle further
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:300]})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
