@@ -107,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in {"-h", "--help", "help"}:
         print(USAGE.strip())
         return 0 if args else 2
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import _first_line
+
     command, overrides = args[0], args[1:]
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}; expected one of {', '.join(COMMANDS)}", file=sys.stderr)
@@ -118,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](overrides)
     except ReconError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OmegaConfBaseException as err:  # a config whose shape the command cannot use (noise=[])
+        print(f"error: {_first_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

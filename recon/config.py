@@ -45,9 +45,11 @@ def load_config(overrides: Sequence[str], config_name: str = "config") -> DictCo
     try:
         with initialize:
             cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException) as err:
+        job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        OmegaConf.to_container(job, resolve=True)  # every interpolation resolves (${oops} fails here, not later)
+        missing = sorted(OmegaConf.missing_keys(job))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:  # ValueError: Hydra's override checks
         raise ConfigError(_first_line(err)) from None
-    missing = sorted(OmegaConf.missing_keys(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)} (set it with {missing[0]}=...)")
     return cfg

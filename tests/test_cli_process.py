@@ -44,3 +44,11 @@ def test_cli_names_a_bad_allocator_setting(allocator_calls, monkeypatch, capsys)
     assert run_cli(monkeypatch, "run") == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "RECON_CPU_ALLOCATOR=jemalloc" in lines[0] and allocator_calls == []
+
+
+@pytest.mark.parametrize("override", ["prior=null", "samplers=true", "task=0", "noise=[]", "~prior=0",
+                                      "task.name=${oops}"])
+def test_malformed_overrides_are_one_line(override, tmp_path, capsys):
+    assert main(["run", override, "samplers=[]", "baselines=[]", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")

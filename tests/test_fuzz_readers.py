@@ -36,7 +36,7 @@ def test_prior_readers_fail_in_one_line(tmp_path_factory, reader, data):
 @settings(FUZZ, max_examples=8)
 @given(seed=st.integers(0, 2**31))
 def test_cli_overrides_exit_2_with_one_line(seed):
-    outcome, detail = fs.run_cli_case(seed, known_bugs=False)
+    outcome, detail = fs.run_cli_case(seed)
     assert outcome in {"ok", "clean"}, detail
 
 
