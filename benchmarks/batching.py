@@ -18,7 +18,7 @@ import torch
 
 from operators import TransmissionNoise, parallel_beam_ct
 from priors import load_prior
-from recon.bench import machine_description, timed
+from recon.measure import machine_description, timed
 from recon.data.sources import phantom
 from recon.allocator import reuse_freed_memory
 from recon.build import resolve_device

@@ -27,7 +27,7 @@ import time
 import torch
 
 from operators import _matrix, adjoint_error, fan_beam_ct, parallel_beam_ct
-from recon.bench import machine_description
+from recon.measure import machine_description
 
 FACTORIES = {"parallel": parallel_beam_ct, "fan": fan_beam_ct}
 

@@ -24,7 +24,7 @@ import torch
 
 from operators import TransmissionNoise, parallel_beam_ct
 from priors import load_prior
-from recon.bench import machine_description
+from recon.measure import machine_description
 from recon.data.sources import phantom
 from recon.metrics import psnr
 from recon.samplers import DPS

@@ -53,7 +53,7 @@ import torch
 from operators import parallel_beam_ct
 from operators.volume import SliceStack
 from priors import DiffusionPrior, Normalization, VPSchedule, from_guided_diffusion
-from recon.bench import machine_description, timed
+from recon.measure import machine_description, timed
 from recon.samplers import DDS, DDS3D, DPS
 
 LAYOUTS = {

@@ -24,12 +24,12 @@ from .allocator import bytes_in_use
 from .config import load_config
 from .errors import ConfigError
 from .io.atomic import atomic_write
-from .measure import machine_description, timed
+from .measure import machine_description
 from .build import resolve_device
 from .engine import Engine
 from .report import SCORES, Column, format_table
 
-__all__ = ["BENCH_KEYS", "bench", "machine_description", "timed"]
+__all__ = ["BENCH_KEYS", "bench"]
 
 BENCH_KEYS = ("tasks", "count", "results", "plots")
 

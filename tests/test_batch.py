@@ -1,14 +1,13 @@
 """``python -m recon batch``: fastMRI layout, fastMRI metrics, resume, bad files, read-only input."""
 
 import hashlib
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from fastmri_files import simulate
 
 from recon.app import main
 from recon.io.fastmri import read_fastmri
@@ -16,21 +15,10 @@ from recon.metrics import evaluate
 
 pytest.importorskip("sigpy")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "simulate_fastmri.py"
 METHODS = ("zero_filled", "cg_sense", "l1_wavelet")
 # tiny files: a 10-column fully sampled centre and a 4-wide ESPIRiT kernel
 SMALL = ["mask.center_fraction=0.2", "operator.kernel_width=4", "baselines.l1_wavelet.iterations=10",
          "device=cpu", "batch_size=2"]
-
-
-def simulate(folder, num_files=2, slices=3):
-    spec = importlib.util.spec_from_file_location("simulate_fastmri", SCRIPT)
-    sim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sim)
-    assert sim.main(["--out", str(folder), f"--num-files={num_files}", "--coils=4", f"--slices={slices}",
-                     "--size=48", "--slices-from=60", "--slices-to=80", "--slice-step=3"]) == 0
-    (folder / "manifest.json").unlink()
-    return sorted(folder.glob("*.h5"))
 
 
 def add_bad_files(folder, good):

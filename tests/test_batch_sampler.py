@@ -1,36 +1,24 @@
 """``python -m recon batch`` with a diffusion sampler: the bundled MRI prior through DDS, seeded per volume."""
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from fastmri_files import simulate
 
 from recon.app import main
 
 pytest.importorskip("sigpy")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "simulate_fastmri.py"
 DDS = ["prior=mri_brain", "samplers=dds_mri", "samplers.dds.steps=10", "baselines=[zero_filled]",
        "mask.center_fraction=0.2", "operator.kernel_width=4", "device=cpu", "batch_size=2"]
 
 
-def simulate(folder: Path) -> list[Path]:
-    spec = importlib.util.spec_from_file_location("simulate_fastmri", SCRIPT)
-    sim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sim)
-    assert sim.main(["--out", str(folder), "--num-files=2", "--coils=4", "--slices=2", "--size=48",
-                     "--slices-from=60", "--slices-to=80", "--slice-step=3"]) == 0
-    (folder / "manifest.json").unlink()
-    return sorted(folder.glob("*.h5"))
-
-
 @pytest.mark.slow
 def test_batch_runs_a_diffusion_sampler_seeded_per_volume(tmp_path):
-    files = simulate(tmp_path / "in")
+    files = simulate(tmp_path / "in", slices=2)
     assert main(["batch", f"data.root={tmp_path / 'in'}", f"output={tmp_path / 'out'}", *DDS]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     dds, zero_filled = summary["methods"]["dds"], summary["methods"]["zero_filled"]

@@ -2,14 +2,13 @@
 
 import errno
 import hashlib
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from fastmri_files import simulate
 
 from recon.app import main
 from recon.batch import memory_limit, memory_need
@@ -17,7 +16,6 @@ from recon.io.fastmri import read_fastmri
 
 pytest.importorskip("sigpy")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "simulate_fastmri.py"
 ONE = ["mask.center_fraction=0.2", "operator.kernel_width=4", "device=cpu", "batch_size=2",
        "~baselines.l1_wavelet", "~baselines.cg_sense"]  # zero-filled only: one HDF5 and one record per file
 
@@ -25,13 +23,7 @@ ONE = ["mask.center_fraction=0.2", "operator.kernel_width=4", "device=cpu", "bat
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("res") / "in"
-    spec = importlib.util.spec_from_file_location("simulate_fastmri", SCRIPT)
-    sim = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sim)
-    assert sim.main(["--out", str(folder), "--num-files=2", "--coils=4", "--slices=3", "--size=48",
-                     "--slices-from=60", "--slices-to=80", "--slice-step=3"]) == 0
-    (folder / "manifest.json").unlink()
-    return folder, sorted(folder.glob("*.h5"))
+    return folder, simulate(folder)
 
 
 def run_batch(root, output, *extra):
