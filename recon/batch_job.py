@@ -3,15 +3,12 @@
 One step of ``python -m recon batch`` (:mod:`recon.batch`), shared by the local and the Ray
 executor (:mod:`recon.distributed`). Methods are timed by the engine
 (:func:`recon.engine.run_method`). Each method gets its own generator seeded with ``seed`` per
-volume, and numpy's global generator is seeded around each call, so a volume's outputs are the
-same bytes whichever of its methods a (resumed) run redoes.
+volume, so a volume's outputs are the same bytes whichever of its methods a (resumed) run redoes.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +79,7 @@ def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, 
             sampling = physics.mask.cpu()
             y = physics.mask * kspace.to(device)
             for name, method in methods.items():
-                with numpy_seeded(seed):
-                    x, _, elapsed = run_method(name, method, y, physics, generators[name])
+                x, _, elapsed = run_method(name, method, y, physics, generators[name])
                 seconds[name] += elapsed
                 images[name].append(center_crop(x.detach().abs()[:, 0], crop).cpu().numpy())
             bar.update(len(indices))
@@ -102,18 +98,6 @@ def reconstruct_volume(path: Path, methods: dict[str, Method], cfg: DictConfig, 
             "acceleration": acceleration,
             "metrics": None if target is None else volume_metrics(recon, target),
         })
-
-
-@contextmanager
-def numpy_seeded(seed: int) -> Iterator[None]:
-    """Seed numpy's global generator for the block, then restore its state: numpy-based methods
-    that draw from it unseeded (sigpy's ``MaxEig`` step size in L1-wavelet) repeat bit for bit."""
-    state = np.random.get_state()
-    np.random.seed(seed % 2**32)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 def _target(volume: FastMRIVolume) -> np.ndarray | None:

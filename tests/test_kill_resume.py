@@ -50,7 +50,7 @@ def test_the_checks_catch_partial_and_different_files(tmp_path):
 
 
 def test_numpy_seeding_repeats_and_restores_the_global_state():
-    from recon.batch_job import numpy_seeded
+    from recon.baselines.mri import numpy_seeded
 
     np.random.seed(5)
     before = np.random.get_state()[1].copy()

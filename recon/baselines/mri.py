@@ -8,6 +8,9 @@ complex in the units of ``ifft2c`` of ``y`` (fastMRI's image scale). ``nfe`` is 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -106,7 +109,9 @@ class L1Wavelet:
 
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: MultiCoilMRI, **_: object) -> Tensor:
-        from sigpy.mri.app import L1WaveletRecon  # deferred: importing sigpy takes seconds
+        from sigpy.mri.app import (
+            L1WaveletRecon,  # deferred: importing sigpy takes seconds
+        )
 
         batch, _, height, width = y.shape
         maps = physics.sens_maps.expand(batch, -1, -1, -1).cpu().numpy()
@@ -115,10 +120,23 @@ class L1Wavelet:
         data = y.cpu().numpy().astype(np.complex64)
         out = np.empty((batch, 1, height, width), dtype=np.complex64)
         for b in range(batch):
-            app = L1WaveletRecon(data[b], maps[b], float(self.lam * scales[b]), weights=masks[b],
-                                 wave_name=self.wavelet, max_iter=self.iterations, show_pbar=False)
-            out[b, 0] = app.run()
+            with numpy_seeded(0):  # sigpy's step size: power iteration from numpy's global generator
+                app = L1WaveletRecon(data[b], maps[b], float(self.lam * scales[b]), weights=masks[b],
+                                     wave_name=self.wavelet, max_iter=self.iterations, show_pbar=False)
+                out[b, 0] = app.run()
         return torch.from_numpy(out).to(y.device)
 
     def __repr__(self) -> str:
         return f"L1Wavelet(lam={self.lam:g}, iterations={self.iterations})"
+
+
+@contextmanager
+def numpy_seeded(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for the block, then restore its state, so that sigpy's
+    ``MaxEig`` step-size estimate (a power iteration started from ``np.random``) repeats bit for bit."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
