@@ -312,7 +312,10 @@ def make_fastmri(tmp: Path, op: str, rng: random.Random) -> Path:
                                  _header((shape[2], shape[3], 1), (shape[2] * 4, shape[3] * 4, 1)),
                                  header.replace(b"<x>", b"<x>abc"), np.float32(3.0), np.arange(4)))
         if "ismrmrd_header" not in f:
-            f.create_dataset("ismrmrd_header", data=header)
+            if isinstance(header, bytes) and rng.random() < 0.5:  # variable-length, as h5py stores a str: lives in the global heap
+                f.create_dataset("ismrmrd_header", data=header.decode("utf-8", "replace"), dtype=h5py.string_dtype())
+            else:
+                f.create_dataset("ismrmrd_header", data=header)
         if op == "target":
             target = rng.choice((target[0], np.zeros((shape[0] + 2, 3, 3, 3), np.float32),
                                  target.astype(np.complex64), np.array([b"x"] * 3), np.zeros((0, 2, 2))))

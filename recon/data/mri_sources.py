@@ -22,7 +22,6 @@ k-space, as a real reconstruction would.
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch import Tensor
 
 from operators import MultiCoilMRI, birdcage_maps, espirit_maps, fft2c, ifft2c, make_mask
 from ..errors import ConfigError, InputError
-from ..io.fastmri import ISMRMRD_NS, center_crop, read_fastmri, rss
+from ..io.fastmri import center_crop, read_fastmri, rss
 from .sources import accepted_inputs
 
 __all__ = ["MRISlice", "build_mask", "centre_block", "complex_image", "espirit_batch", "fastmri_slice", "mni152_slice",
@@ -151,22 +150,6 @@ def regrid(kspace: Tensor, shape: Sequence[int]) -> Tensor:
     return fft2c(center_crop(ifft2c(kspace), shape))
 
 
-def _recon_fov_mm(path: Path) -> float | None:
-    """The header's reconSpace field of view along x (mm), or None."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            raw = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
-        if raw is None:
-            return None
-        node = ET.fromstring(raw.tobytes() if isinstance(raw, np.ndarray) else raw).find(
-            f"{{{ISMRMRD_NS}}}encoding/{{{ISMRMRD_NS}}}reconSpace/{{{ISMRMRD_NS}}}fieldOfView_mm/{{{ISMRMRD_NS}}}x")
-        return float(node.text) if node is not None else None
-    except (OSError, ET.ParseError, TypeError, ValueError):
-        return None
-
-
 def fastmri_slice(path: str, slice: int | None = None, pixel_size_cm: float | None = None) -> MRISlice:
     """Slice ``slice`` (default: the middle one) of a fastMRI multi-coil file.
 
@@ -184,7 +167,7 @@ def fastmri_slice(path: str, slice: int | None = None, pixel_size_cm: float | No
     kspace = regrid(torch.from_numpy(volume.kspace(index)), shape)
     truth = rss(ifft2c(kspace), dim=0).to(torch.float32)
     if pixel_size_cm is None:
-        fov = _recon_fov_mm(volume.path)
+        fov = volume.recon_fov_mm
         pixel_size_cm = fov / 10 / shape[1] if fov else 0.1
     return MRISlice(image=truth[None, None], pixel_size_cm=float(pixel_size_cm),
                     name=f"{volume.path.name}[{index}]", kspace=kspace[None])

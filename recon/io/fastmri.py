@@ -27,6 +27,7 @@ import torch
 
 from ..errors import InputError
 from .atomic import atomic_write
+from .guard import guarded
 
 __all__ = [
     "DEFAULT_CROP",
@@ -94,13 +95,20 @@ def _matrix_size(path: Path, root: ET.Element, space: str) -> tuple[int, int, in
         raise InputError(path, f"ismrmrd_header lacks a valid encoding/{space}/matrixSize") from None
 
 
-def _parse_header(path: Path, raw: Any) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+def _parse_header(path: Path, raw: Any) -> tuple[tuple[int, int, int], tuple[int, int, int], float | None]:
+    """``(encoded matrix size, recon matrix size, recon field of view along x in mm or None)``."""
     raw = raw.tobytes() if isinstance(raw, (np.ndarray, np.generic)) else raw
     try:
         root = ET.fromstring(raw)
     except (ET.ParseError, TypeError, ValueError) as exc:
         raise InputError(path, f"ismrmrd_header is not valid XML: {_one_line(exc)}") from None
-    return _matrix_size(path, root, "encodedSpace"), _matrix_size(path, root, "reconSpace")
+    node = root.find(f"{{{ISMRMRD_NS}}}encoding/{{{ISMRMRD_NS}}}reconSpace/{{{ISMRMRD_NS}}}fieldOfView_mm/{{{ISMRMRD_NS}}}x")
+    try:
+        fov = float(node.text) if node is not None and node.text else None
+    except ValueError:
+        fov = None
+    fov = fov if fov is not None and np.isfinite(fov) and fov > 0 else None
+    return _matrix_size(path, root, "encodedSpace"), _matrix_size(path, root, "reconSpace"), fov
 
 
 def _one_line(exc: BaseException) -> str:
@@ -118,7 +126,8 @@ class FastMRIVolume:
     """Metadata of one fastMRI multi-coil file; k-space slices are read on demand.
 
     ``kspace_shape`` is (slices, coils, H, W). ``encoding_size``/``recon_size`` are the
-    header's ``(x, y, z)`` matrix sizes (None without a header). ``mask`` is the file's (W,)
+    header's ``(x, y, z)`` matrix sizes (None without a header); ``recon_fov_mm`` its reconSpace
+    field of view along x in mm (None without one). ``mask`` is the file's (W,)
     float32 mask or None. ``attrs`` holds the HDF5 attributes (``acquisition``, ``max``, ...).
     """
 
@@ -129,6 +138,7 @@ class FastMRIVolume:
     mask: np.ndarray | None
     has_target: bool
     attrs: dict[str, Any]
+    recon_fov_mm: float | None = None
 
     @property
     def num_slices(self) -> int:
@@ -190,11 +200,16 @@ def read_fastmri(path: str | os.PathLike[str]) -> FastMRIVolume:
     InputError (one line naming the file) for a missing file, a file that is not HDF5 or is
     truncated, a missing ``kspace``, a ``kspace`` that is not complex (slices, coils, H, W), a
     ``mask`` that is not (W,), or an unreadable header. NaN/Inf are checked per slice by
-    :meth:`FastMRIVolume.kspace`.
+    :meth:`FastMRIVolume.kspace`. The metadata are parsed in a forked child with a deadline
+    (:func:`recon.io.guard.guarded`): libhdf5 spins on some corrupted variable-length headers.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found" if not path.exists() else "not a regular file")
+    return guarded(path, _open_and_inspect, path)
+
+
+def _open_and_inspect(path: Path) -> FastMRIVolume:
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
@@ -230,12 +245,12 @@ def _inspect(path: Path, f: h5py.File) -> FastMRIVolume:
         mask = np.asarray(stored, dtype=np.float32)
         if not np.isfinite(mask).all():
             raise InputError(path, "mask holds NaN or Inf")
-    sizes = (None, None)
+    sizes: tuple[Any, Any, float | None] = (None, None, None)
     if "ismrmrd_header" in f:
         if not isinstance(f["ismrmrd_header"], h5py.Dataset) or f["ismrmrd_header"].size > 2**24:
             raise InputError(path, "ismrmrd_header must be a dataset holding XML text")
         sizes = _parse_header(path, f["ismrmrd_header"][()])
-        for name, size in zip(("encodedSpace", "reconSpace"), sizes):
+        for name, size in zip(("encodedSpace", "reconSpace"), sizes[:2]):
             if not all(0 < n <= 2**16 for n in size):
                 raise InputError(path, f"ismrmrd_header {name}/matrixSize {size} must be positive and at most 65536")
     if "reconstruction_rss" in f and not isinstance(f["reconstruction_rss"], h5py.Dataset):
@@ -248,6 +263,7 @@ def _inspect(path: Path, f: h5py.File) -> FastMRIVolume:
         mask=mask,
         has_target="reconstruction_rss" in f,
         attrs={key: _attr(value) for key, value in f.attrs.items()},
+        recon_fov_mm=sizes[2],
     )
 
 
