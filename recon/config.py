@@ -52,6 +52,9 @@ def load_config(overrides: Sequence[str], config_name: str = "config") -> DictCo
         raise ConfigError(_first_line(err)) from None
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)} (set it with {missing[0]}=...)")
+    seed = job.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be a whole number in [0, 2^63), got {seed!r}")
     return cfg
 
 

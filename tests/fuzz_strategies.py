@@ -130,7 +130,7 @@ def make_nifti(tmp: Path, op: str, rng: random.Random, gz: bool = False) -> Path
         affine = rng.choice((np.zeros((4, 4)), np.full((4, 4), np.nan), np.eye(4) * 1e300,
                              np.random.default_rng(rng.randrange(2**32)).normal(size=(4, 4)),
                              np.diag([1.0, 1.0, 0.0, 1.0]), np.diag([np.inf, 1.0, 1.0, 1.0])))
-    image = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    image = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]), dtype=data.dtype if data.dtype == np.int64 else None)
     if op == "affine":  # written raw: nibabel refuses to build some of these (Inf) itself
         image.header["sform_code"] = image.header["qform_code"] = rng.choice((0, 1, 2))
         image.header["srow_x"], image.header["srow_y"], image.header["srow_z"] = affine[:3]

@@ -47,7 +47,7 @@ def test_cli_names_a_bad_allocator_setting(allocator_calls, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("override", ["prior=null", "samplers=true", "task=0", "noise=[]", "~prior=0",
-                                      "task.name=${oops}"])
+                                      "task.name=${oops}", "seed=abc", "seed=null", "seed=1e400"])
 def test_malformed_overrides_are_one_line(override, tmp_path, capsys):
     assert main(["run", override, "samplers=[]", "baselines=[]", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

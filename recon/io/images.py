@@ -290,9 +290,12 @@ def _read_dicom(path: Path, slice_index: int | None) -> np.ndarray:
     elif slice_index is not None:
         raise InputError(path, f"slice_index given but the DICOM image is 2D (shape {raw.shape})")
     stored = _checked(path, raw)
+    slope = _dicom_number(path, ds, "RescaleSlope", 1.0)
+    if slope == 0:
+        raise InputError(path, "DICOM RescaleSlope is 0 (every pixel would equal the intercept)")
     with np.errstate(all="ignore"):
-        hu = stored * _dicom_number(path, ds, "RescaleSlope", 1.0) + _dicom_number(path, ds, "RescaleIntercept", 0.0)
-    if not np.isfinite(hu).all():
+        hu = stored * slope + _dicom_number(path, ds, "RescaleIntercept", 0.0)
+    if not np.isfinite(hu.astype(np.float32)).all():  # finite in float64 but not in the float32 the image becomes
         raise InputError(path, "rescaled pixel values are NaN or Inf (check RescaleSlope / RescaleIntercept)")
     outside = hu < HU_MIN_VALID
     if "PixelPaddingValue" in ds:
