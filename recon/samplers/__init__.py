@@ -5,11 +5,16 @@ network evaluations per reconstruction as ``nfe``, draws all randomness from the
 ``torch.Generator``, treats batch elements independently and returns physical units.
 """
 
+from .daps import DAPS
 from .dds import DDS
+from .diffpir import DiffPIR
 from .dps import DPS
 from .joint import JointSampler
+from .pigdm import PiGDM
+from .pnp_dm import PnPDM
 from .red_diff import REDDiff
 from .registry import SAMPLERS
 from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DDS", "DDS3D", "DPS", "JointSampler", "REDDiff", "SAMPLERS", "SliceCoupled"]
+__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "PiGDM", "PnPDM", "REDDiff", "SAMPLERS",
+           "SliceCoupled"]

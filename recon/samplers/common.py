@@ -20,6 +20,11 @@ from priors import DiffusionPrior
 Callback = Callable[[int, int], None]
 
 
+def abar_at(prior: DiffusionPrior, t: int) -> float:
+    """``abar`` at training step ``t`` (``-1``: 1, clean data), as a Python float."""
+    return float(prior.schedule.alpha_bar(t, torch.float64))
+
+
 def step_pairs(prior: DiffusionPrior, steps: int) -> list[tuple[int, int, float, float]]:
     """``(t, t_prev, abar_t, abar_prev)`` per sampling step, noisiest first."""
     schedule = prior.schedule.respace(steps)
@@ -69,6 +74,34 @@ def ancestral_update(z: Tensor, z0: Tensor, abar: float, abar_prev: float, noise
     """The DDPM ancestral step ``z_t -> z_prev`` toward the estimate ``z0``: :func:`ddim_update`
     with the posterior std :func:`ddpm_sigma` and the ``eps`` consistent with ``(z_t, z0)``."""
     return ddim_update(z0, eps_from_x0(z, z0, abar), abar_prev, ddpm_sigma(abar, abar_prev), noise)
+
+
+def image_shape(physics: object, x_init: Tensor | None, name: str) -> tuple[int, ...]:
+    """The physical image shape (without batch): ``x_init``'s, else the operator's ``in_shape``."""
+    shape = tuple(x_init.shape[1:]) if x_init is not None else getattr(physics, "in_shape", None)
+    if shape is None:
+        raise ValueError(f"{name} needs the image shape: pass a LinearOperator (in_shape) or x_init")
+    return tuple(shape)
+
+
+def noise_level(abar: float) -> float:
+    """The model-space noise of ``x = z_t / sqrt(abar)`` (the variance-exploding view):
+    ``sqrt((1 - abar) / abar)``; 0 at ``abar = 1``."""
+    return math.sqrt((1 - abar) / abar)
+
+
+def timestep_below(prior: DiffusionPrior, sigma: float) -> int:
+    """The largest training step whose :func:`noise_level` is at most ``sigma`` (``-1``: none,
+    ``sigma`` is below the schedule's smallest level; the last step when ``sigma`` is above all)."""
+    abar = prior.schedule.train_alphas_cumprod
+    levels = ((1 - abar) / abar).sqrt()
+    return int((levels <= sigma).sum()) - 1
+
+
+def sub_steps(t: int, count: int) -> list[int]:
+    """``count`` training steps from ``t`` down to 0, evenly spaced and distinct (then ``-1``, clean)."""
+    steps = sorted({round(t * (1 - k / max(count - 1, 1))) for k in range(count)}, reverse=True)
+    return [*steps, -1]
 
 
 class Sampler:
