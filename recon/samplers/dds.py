@@ -13,6 +13,7 @@ from operators import LinearOperator, conjugate_gradient
 from priors import DiffusionPrior
 
 from .common import Callback, Sampler, ddim_update, gaussian, initial_state, operator_norm, step_pairs
+from .safety import check_finite, check_measurement
 
 DataStep = Callable[[Tensor, float], Tensor]
 """A data step ``(x0, gamma) -> x``: the Tweedie estimate ``x0`` fitted to the measurement at
@@ -40,7 +41,9 @@ class DDS(Sampler):
     weight: the fresh-noise std is ``eta * sqrt(1 - abar_prev)``. DDIM's ``eta`` scales
     ``sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))`` instead, so the
     two parameters are not interchangeable.
-    The last step targets ``abar = 1`` and returns ``x`` itself.
+    The last step targets ``abar = 1`` and returns ``x`` itself. After every step a NaN or Inf
+    in ``x`` stops the run with a one-line :class:`~recon.samplers.safety.NonFiniteError`
+    naming the step, ``gamma``, ``cg_iterations`` and ``clamp``, never a NaN image.
 
     Late steps (``late_sigma > 0``): once the network's input noise ``sqrt((1 - abar_t) /
     abar_t)`` (model units) falls below ``late_sigma``, the data step switches to the noisy
@@ -107,10 +110,14 @@ class DDS(Sampler):
     def __call__(self, y: Tensor, physics: LinearOperator, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
         """DDS's algorithm: per step, denoise (Tweedie), fit the data (CG), re-noise (DDIM form)."""
+        check_measurement(y, type(self).__name__)
         z, pairs, data_step, support = self._start(y, physics, generator, x_init)
+        advice = (f"lower gamma (now {self.gamma:g}) or cg_iterations (now {self.cg_iterations}), or "
+                  + ("set clamp, e.g. (-1.0, 1.0) (now off)" if self.clamp is None else "check clamp (now on)"))
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
             eps, x0 = self._denoise(z, t)
             x = self._fit(x0, abar, data_step, support)
+            check_finite(x, type(self).__name__, i + 1, len(pairs), advice)
             if abar_prev < 1.0:
                 z = self._renoise(z, x, eps, abar, abar_prev, generator)
             if callback is not None:

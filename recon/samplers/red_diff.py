@@ -12,6 +12,7 @@ from operators import LinearOperator, conjugate_gradient
 from priors import DiffusionPrior
 
 from .common import Callback, Sampler, gaussian
+from .safety import check_finite, check_measurement
 
 
 class REDDiff(Sampler):
@@ -44,7 +45,10 @@ class REDDiff(Sampler):
     ``A`` stay at model-space zero; or ``x_init`` (physical) when given, which a plain
     differentiable callable ``physics`` requires. Returns ``decode(mu)``,
     ``(B, *in_shape)`` in physical units. ``nfe = steps`` network evaluations (forward
-    only; the data term is differentiated through ``physics`` alone).
+    only; the data term is differentiated through ``physics`` alone). After every step a NaN
+    or Inf in ``mu`` stops the run with a one-line
+    :class:`~recon.samplers.safety.NonFiniteError` naming the step, ``lr``, ``lam`` and
+    ``sigma``, never a NaN image.
 
     Reference defaults (used here): 50 steps (examples 100 to 1000), ``lam_ref`` 0.25 and
     lr 0.1 (0.1 to 0.5 by task; inpainting lr 0.25, ``lam_ref`` 1.0). The learning rate
@@ -75,9 +79,13 @@ class REDDiff(Sampler):
                  generator: torch.Generator | None = None, callback: Callback | None = None,
                  x_init: Tensor | None = None) -> Tensor:
         prior, device = self.prior, y.device
+        check_measurement(y, "RED-Diff")
         schedule = prior.schedule.respace(self.steps)
         mu = prior.encode(self._initial(y, physics, x_init)).float().detach().clone().requires_grad_(True)
-        weight = 1.0 / (2.0 * self._sigma(y, mu) ** 2)
+        sigma = self._sigma(y, mu)
+        weight = 1.0 / (2.0 * sigma**2)
+        advice = (f"lower lr (now {self.lr:g}) or lam (now {self.lam:g}), or raise sigma (now {sigma:.4g}"
+                  f"{', the reference weighting' if self.sigma is None else ''})")
         optimizer = torch.optim.Adam([mu], lr=self.lr, betas=(0.9, 0.99))
         timesteps = schedule.sampling_timesteps()
         for i, t in enumerate(timesteps):
@@ -93,6 +101,7 @@ class REDDiff(Sampler):
                 optimizer.zero_grad()
                 loss.backward()
             optimizer.step()
+            check_finite(mu, "RED-Diff", i + 1, len(timesteps), advice)
             if callback is not None:
                 callback(i, len(timesteps))
         return prior.decode(mu.detach())
