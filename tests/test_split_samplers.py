@@ -153,3 +153,20 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="noise must be > 0"):
         DiffPIR(prior, noise=0.0)(y, physics)
     assert isinstance(physics, MatrixOperator)
+
+
+@pytest.mark.parametrize("name", list(MAKE))
+def test_non_finite_values_stop_with_one_line(name):
+    """A measurement with NaN is refused before step 1; an overflowing model stops at the step it overflows."""
+    from recon.samplers import NonFiniteError
+
+    prior, physics, y, _ = problem()
+    sampler = MAKE[name](prior, sigma=0.1, **({"iterations": 4} if name == "pnp_dm" else {"steps": 4}))
+    bad = y.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="measurement y holds NaN"):
+        sampler(bad, physics)
+    overflow = MatrixOperator(physics.matrix * 1e30, in_shape=physics.in_shape)
+    with pytest.raises(NonFiniteError) as err:
+        sampler(y * 1e30, overflow, generator=torch.Generator().manual_seed(0))
+    assert "step 1 of 4" in str(err.value) and "\n" not in str(err.value)

@@ -14,7 +14,8 @@ from .pigdm import PiGDM
 from .pnp_dm import PnPDM
 from .red_diff import REDDiff
 from .registry import SAMPLERS
+from .safety import NonFiniteError
 from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "PiGDM", "PnPDM", "REDDiff", "SAMPLERS",
+__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "NonFiniteError", "PiGDM", "PnPDM", "REDDiff", "SAMPLERS",
            "SliceCoupled"]

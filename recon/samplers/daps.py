@@ -11,6 +11,7 @@ from priors import DiffusionPrior
 
 from .common import Callback, Sampler, abar_at, ddim_update, gaussian, image_shape, initial_state, noise_level, step_pairs, sub_steps
 from .likelihood import DataTerm, Physics
+from .safety import check_finite, check_measurement
 
 
 class DAPS(Sampler):
@@ -74,6 +75,7 @@ class DAPS(Sampler):
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: Physics, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
+        check_measurement(y, "DAPS")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
         data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init)
         z = initial_state(prior, image_shape(physics, x_init, "DAPS"), y.shape[0], pairs[0][2], generator,
@@ -82,6 +84,7 @@ class DAPS(Sampler):
             z0 = self._ode(z, t)
             lr = self.lr * (1 - (1 - self.lr_min_ratio) * i / len(pairs))
             x0y = data.langevin(z0, z0, noise_level(abar), self.langevin_steps, lr, generator)
+            check_finite(x0y, "DAPS", i + 1, len(pairs), f"lower lr (now {self.lr:g}) or raise noise/sigma")
             if abar_prev < 1.0:
                 z = math.sqrt(abar_prev) * x0y + math.sqrt(1 - abar_prev) * gaussian(z.shape, generator, z.device)
             if callback is not None:

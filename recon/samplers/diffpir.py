@@ -11,6 +11,7 @@ from priors import DiffusionPrior
 
 from .common import Callback, Sampler, ddim_update, eps_from_x0, gaussian, image_shape, initial_state, noise_level, step_pairs
 from .likelihood import DataTerm, Physics
+from .safety import check_finite, check_measurement
 
 
 class DiffPIR(Sampler):
@@ -65,12 +66,14 @@ class DiffPIR(Sampler):
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: Physics, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
+        check_measurement(y, "DiffPIR")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
         data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init)
         z = initial_state(prior, image_shape(physics, x_init, "DiffPIR"), y.shape[0], pairs[0][2], generator, y.device, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
             z0 = self._project(prior.x0(z, t))
             z0 = self._project(self._data_step(data, z0, noise_level(abar) / math.sqrt(self.lam)))
+            check_finite(z0, "DiffPIR", i + 1, len(pairs), f"raise lam (now {self.lam:g}) or noise/sigma, or set clamp")
             if abar_prev < 1.0:
                 sigma = math.sqrt(self.zeta * (1 - abar_prev))
                 z = ddim_update(z0, eps_from_x0(z, z0, abar), abar_prev, sigma, gaussian(z.shape, generator, z.device))

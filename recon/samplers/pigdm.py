@@ -12,6 +12,7 @@ from priors import DiffusionPrior
 
 from .common import Callback, Sampler, ddim_update, ddpm_sigma, eps_from_x0, gaussian, initial_state, step_pairs
 from .likelihood import DataTerm
+from .safety import check_finite, check_measurement
 
 
 class PiGDM(Sampler):
@@ -72,6 +73,7 @@ class PiGDM(Sampler):
         if not isinstance(physics, LinearOperator):
             raise TypeError(f"PiGDM needs a LinearOperator (its pseudo-inverse step uses A and A^H), got "
                             f"{type(physics).__name__}; DPS, DAPS, PnP-DM, DiffPIR and RED-Diff accept a nonlinear model")
+        check_measurement(y, "PiGDM")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
         data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm)
         z = initial_state(prior, physics.in_shape, y.shape[0], pairs[0][2], generator, y.device, x_init)
@@ -89,6 +91,7 @@ class PiGDM(Sampler):
                     noise = gaussian(z.shape, generator, z.device)
                     z = ddim_update(z0, eps_from_x0(z, z0, abar), abar_prev, self.eta * ddpm_sigma(abar, abar_prev), noise)
                     z = z + math.sqrt(abar_prev) * guide
+                check_finite(z0 + guide, "PiGDM", i + 1, len(pairs), f"lower w (now {self.w:g}), raise noise/sigma or set clamp")
             if callback is not None:
                 callback(i, len(pairs))
         return prior.decode(z0 + guide)

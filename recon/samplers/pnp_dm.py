@@ -12,6 +12,7 @@ from priors import DiffusionPrior
 from .common import (Callback, Sampler, abar_at, ancestral_update, gaussian, image_shape, sub_steps,
                      timestep_below)
 from .likelihood import DataTerm, Physics
+from .safety import check_finite, check_measurement
 
 
 class PnPDM(Sampler):
@@ -77,6 +78,7 @@ class PnPDM(Sampler):
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: Physics, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
+        check_measurement(y, "PnP-DM")
         prior = self.prior
         data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init)
         shape = prior.encode(torch.zeros((1, *image_shape(physics, x_init, "PnP-DM")), device=y.device,
@@ -90,6 +92,8 @@ class PnPDM(Sampler):
             else:
                 z = data.langevin(x, x, rho, self.langevin_steps, self.lr, generator)
             x = self._denoise(z, rho, generator)
+            check_finite(x, "PnP-DM", k + 1, len(rhos), f"raise noise/sigma or cg_iterations (now {self.cg_iterations}); "
+                         f"for a nonlinear model lower lr (now {self.lr:g})")
             if callback is not None:
                 callback(k, len(rhos))
         return prior.decode(x)

@@ -21,6 +21,7 @@ from priors import DiffusionPrior
 
 from .common import Callback, ancestral_update, gaussian, operator_norm
 from .dds import DDS
+from .safety import check_finite, check_measurement
 
 __all__ = ["DDS3D", "PerSlice", "SliceCoupled", "ZTVConsistency", "independent_2d"]
 
@@ -198,6 +199,7 @@ class SliceCoupled(DDS3D):
         """DiffusionMBIR's algorithm: per step, denoise every slice, the data/TV-z step, the
         ancestral step (``noisy``: the data/TV-z step after it, on the proposal)."""
         noisy = self.data_step_on == "noisy"
+        check_measurement(y, type(self).__name__)
         z, pairs, data_step, support = self._start(y, physics, generator, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
             eps, x = self._denoise(z, t)
@@ -208,6 +210,8 @@ class SliceCoupled(DDS3D):
                 if noisy:  # on the variance-exploding form z' / sqrt(abar_prev) of the proposal
                     v = data_step(self.prior.decode(z / math.sqrt(abar_prev)), self._gamma(abar))
                     z = math.sqrt(abar_prev) * self.prior.encode(v).float()
+            check_finite(z if abar_prev < 1.0 else x, type(self).__name__, i + 1, len(pairs),
+                         f"lower lam (now {self.lam:g}) or gamma (now {self.gamma:g}), or set clamp")
             if callback is not None:
                 callback(i, len(pairs))
         return x
