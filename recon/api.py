@@ -25,21 +25,23 @@ def reconstruct(y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor],
     Args:
         y: measurements, any batch size, on the device to compute on.
         physics: a :class:`operators.LinearOperator` (your own subclass included), or for
-            ``dps`` and ``red_diff`` any differentiable function ``x -> y`` (a nonlinear forward
-            model; pass ``x_init``, which gives the image shape). DPS estimates such a model's
-            gain from its Jacobian at ``x_init`` (``operator_norm`` overrides it); a model that
-            can overflow (``exp(-c A x)``) also wants ``clamp=(-1.0, 1.0)``. ``dds`` solves
-            normal equations with ``A`` and ``A^H``, so it needs a LinearOperator.
+            ``dps``, ``red_diff``, ``daps``, ``pnp_dm`` and ``diffpir`` any differentiable
+            function ``x -> y`` (a nonlinear forward model; pass ``x_init``, which gives the
+            image shape). They estimate such a model's gain from its Jacobian at ``x_init``
+            (``operator_norm`` overrides it); a model that can overflow (``exp(-c A x)``) also
+            wants ``clamp=(-1.0, 1.0)`` with DPS. ``dds`` and ``pigdm`` solve with ``A`` and
+            ``A^H``, so they need a LinearOperator.
         prior: a :class:`priors.DiffusionPrior`, or a bundled prior's name or a checkpoint path
             (:func:`priors.load_prior`); it is moved to ``y``'s device.
-        sampler: ``dds`` | ``dps`` | ``red_diff`` (:data:`SAMPLERS`).
+        sampler: ``dds`` | ``dps`` | ``red_diff`` | ``daps`` | ``pnp_dm`` | ``diffpir`` |
+            ``pigdm`` (:data:`SAMPLERS`).
         generator: the source of all randomness (same seed, same result).
         x_init: optional physical starting image ``(1 or B, *in_shape)``.
         callback: ``callback(step, total)`` after every step (progress bars).
         **settings: the sampler's own arguments (``steps``, ``gamma``, ``zeta``, ``lr``, ...).
 
-    No global state is read or written; nothing is configured through Hydra. ``dds``, ``dps``
-    and ``red_diff`` check every step: one that meets NaN or Inf stops with a one-line
+    No global state is read or written; nothing is configured through Hydra. Every sampler
+    checks every step: one that meets NaN or Inf stops with a one-line
     :class:`recon.samplers.safety.NonFiniteError` (a :class:`recon.errors.ReconError`)
     naming the step and the setting to change; it never returns a NaN image.
     """
