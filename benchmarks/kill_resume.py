@@ -101,11 +101,16 @@ def timed_reference(cmd: list[str], out: Path) -> tuple[float, float]:
     return (total if first is None else first), total
 
 
-def kill_after(cmd: list[str], delay: float) -> bool:
-    """Start ``cmd``, SIGKILL its process group after ``delay`` s; whether it was still running."""
+def kill_after(cmd: list[str], delay: float, watch: Path | None = None) -> bool:
+    """Start ``cmd``, SIGKILL its process group after ``delay`` s (counted from the moment a new
+    output file appears under ``watch``, when given); whether it was still running."""
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
+        if watch is not None:
+            before = len(visible_files(watch)) if watch.is_dir() else 0
+            while proc.poll() is None and (len(visible_files(watch)) if watch.is_dir() else 0) <= before:
+                time.sleep(0.01)
         proc.wait(timeout=delay)
         return False
     except subprocess.TimeoutExpired:
@@ -209,13 +214,16 @@ def differences(reference: dict[str, Any], contents: dict[str, Any]) -> list[str
 
 
 def trials(target: str, count: int, seed: int, work: Path, settings: list[str] | None = None, files: int = 3,
-           slices: int = 2, kills: int = 1, min_killed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
+           slices: int = 2, kills: int = 1, min_killed: int = 0, after_output: bool = False,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
     """The reference run and at least ``count`` trials of ``target`` under ``work``, each ``kills``
     SIGKILLed runs in one fresh folder, then a rerun to completion (``settings``: see
     :func:`command`; ``files`` x ``slices``: the simulated batch input). Trials go on past
     ``count`` (up to ``4 * count``) until ``min_killed`` kills have landed on a running process:
     the machine's load changes the run time, so a delay drawn from the reference's window may come
-    after the process finished. Counts: ``kills`` sent, ``killed`` (the run was still going),
+    after the process finished. ``after_output``: each delay is drawn in ``[0, duration - first
+    output]`` and counted from the moment the run writes a new output file, so every kill lands
+    while outputs are being written (where a partial file could appear). Counts: ``kills`` sent, ``killed`` (the run was still going),
     ``partial`` (checks that found a partial file), ``different`` (trials whose final outputs
     differ from the reference)."""
     data = None
@@ -241,8 +249,8 @@ def trials(target: str, count: int, seed: int, work: Path, settings: list[str] |
         problems: list[str] = []
         notes = []
         for _ in range(kills):  # each kill lands on the folder the previous one left
-            delay = rng.uniform(0.8 * first, duration)
-            killed = kill_after(command(target, trial_dir, data, settings), delay)
+            delay = rng.uniform(0.0, duration - first) if after_output else rng.uniform(0.8 * first, duration)
+            killed = kill_after(command(target, trial_dir, data, settings), delay, trial_dir if after_output else None)
             after_kill, found = snapshot(trial_dir) if trial_dir.exists() else ({}, [])
             found += partial_against(reference, after_kill)
             problems += found
@@ -250,7 +258,7 @@ def trials(target: str, count: int, seed: int, work: Path, settings: list[str] |
             result["killed"] += killed
             result["files_visible_at_kill"] += bool(killed and after_kill)
             result["partial"] += bool(found)
-            notes.append(f"kill at {delay:.2f} s ({'killed' if killed else 'finished first'}, "
+            notes.append(f"kill at {delay:.2f} s{' after an output' if after_output else ''} ({'killed' if killed else 'finished first'}, "
                          f"{len(after_kill)} files visible, {len(found)} partial)")
         run(command(target, trial_dir, data, settings))
         final, more = snapshot(trial_dir)
@@ -273,12 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=1, help="SIGKILLs per trial before the rerun")
     parser.add_argument("--min-killed", type=int, default=0,
                         help="go on past --trials (up to 4x) until this many kills hit a running process")
+    parser.add_argument("--after-output", action="store_true",
+                        help="count each kill's delay from the run's next new output file (kills land while writing)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="write the counts here")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="kill_resume_"))
-    results = [trials(target, args.trials, args.seed, work, kills=args.kills, min_killed=args.min_killed)
+    results = [trials(target, args.trials, args.seed, work, kills=args.kills, min_killed=args.min_killed,
+                      after_output=args.after_output)
                for target in args.targets]
     for r in results:
         print(f"{r['target']}: {r['trials']} trials, {r['kills']} kills, {r['killed']} of them mid-run "

@@ -63,10 +63,13 @@ def test_numpy_seeding_repeats_and_restores_the_global_state():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("target", "settings"), [("batch", BATCH), ("train", TRAIN)])
-def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, target, settings):
-    """Two kills on one output folder (the second lands on what the first left), then a rerun."""
+@pytest.mark.parametrize(("target", "settings", "after_output"),
+                         [("batch", BATCH, False), ("train", TRAIN, False), ("batch", BATCH, True)],
+                         ids=["batch", "train", "batch-while-writing"])
+def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path, target, settings, after_output):
+    """Two kills on one output folder (the second lands on what the first left), then a rerun;
+    ``after_output``: each kill counted from the run's next new output file."""
     result = harness.trials(target, 1, 0, tmp_path, settings=settings, files=2, slices=1, kills=2,
-                            log=lambda _: None)
+                            after_output=after_output, log=lambda _: None)
     assert result["trials"] == 1 and result["kills"] == 2
     assert result["failures"] == [] and result["partial"] == 0 and result["different"] == 0
