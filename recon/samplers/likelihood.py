@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -35,24 +36,30 @@ class DataTerm:
         self.y, self.physics, self.prior = y, physics, prior
         self.linear = isinstance(physics, LinearOperator)
         self.scale = float(prior.normalization.scale)
-        self.gain = self._norm(operator_norm, x_start) * self.scale
+        self._norm_given, self._x_start = operator_norm, x_start
+        if not self.linear and operator_norm is None and x_start is None:
+            raise ValueError("a nonlinear forward model needs x_init (the image shape and the point where its gain "
+                             "is estimated) or operator_norm")
         self.sigma = float(sigma) if sigma is not None else float(noise) * self.gain
         if not self.sigma > 0:
             raise ValueError(f"the measurement noise must be > 0 (sigma={sigma}, noise={noise}); the split samplers "
                              "weigh the data by 1 / sigma^2")
         self._aty = physics.adjoint(y) if self.linear else None
 
-    def _norm(self, norm: float | None, x_start: Tensor | None) -> float:
-        if norm is not None:
-            return float(norm)
-        if self.linear:
-            return operator_norm(self.physics, self.prior.normalization.complex_channels, self.y.device)
-        if x_start is None:
-            raise ValueError("a nonlinear forward model needs x_init (the image shape and the point where its gain "
-                             "is estimated) or operator_norm")
-        from .safety import jacobian_gain
+    @functools.cached_property
+    def gain(self) -> float:
+        """``L = ||A|| * scale``, estimated once and only when asked (``sigma`` from ``noise``,
+        Langevin steps, nonlinear data steps): the given ``operator_norm``, power iteration for a
+        LinearOperator, or the Jacobian's norm at the start image for a nonlinear model."""
+        if self._norm_given is not None:
+            norm = float(self._norm_given)
+        elif self.linear:
+            norm = operator_norm(self.physics, self.prior.normalization.complex_channels, self.y.device)
+        else:
+            from .safety import jacobian_gain
 
-        return jacobian_gain(self.physics, x_start)
+            norm = jacobian_gain(self.physics, self._x_start)
+        return norm * self.scale
 
     # --- gradients (any differentiable model) -------------------------------------------------
     def grad(self, z: Tensor) -> Tensor:
