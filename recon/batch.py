@@ -27,10 +27,11 @@ A full disk stops the batch with one line; the atomic writes leave every earlier
 and no partial file under a final name. Exit status 0, or 1 if any file failed (2 for
 configuration errors, a busy output folder or a full disk).
 
-Memory (local executor): before a file, the slice batch's working set is estimated from its
-k-space shape (:func:`memory_need`); above ``memory_limit`` (bytes or ``8GiB``-like text;
-``auto``, the default: the OS's available memory; ``none``: no check) the slice batch is
-reduced, and a file whose single slice would not fit fails with the size it would need.
+Memory: before any work, each file's slice-batch working set is estimated from its k-space
+shape (:func:`memory_need`); above ``memory_limit`` (bytes or ``8GiB``-like text; ``auto``,
+the default: the OS's available memory, skipped when ``ray.address`` joins a remote cluster;
+``none``: no check) the slice batch is reduced, and a file whose single slice would not fit
+fails with the size it would need (both executors).
 
 ``executor=ray`` spreads the files over a Ray cluster (:mod:`recon.distributed`), one task per
 file, with the same outputs, resume and failure handling; ``executor=local`` (the default) runs
@@ -52,7 +53,7 @@ from omegaconf import DictConfig
 
 from operators import MASK_KINDS
 
-from .batch_job import complete, process_file, record_path
+from .batch_job import complete, no_space, process_file, record_path
 from .build import build_methods, resolve_device
 from .errors import ConfigError, ReconError
 from .io.atomic import atomic_write, save_json
@@ -70,7 +71,9 @@ def batch(cfg: DictConfig) -> int:
     files = sorted(p for p in root.glob("*.h5") if p.is_file())
     if not files:
         raise ConfigError(f"data.root={root}: no *.h5 files")
-    limit = memory_limit(cfg.get("memory_limit", "auto"))
+    spec = cfg.get("memory_limit", "auto")
+    remote = str(cfg.get("executor", "local")) == "ray" and (cfg.get("ray") or {}).get("address") is not None
+    limit = None if remote and str(spec) == "auto" else memory_limit(spec)  # this machine's memory says nothing of a cluster's
     try:
         with output_lock(output):
             return _run(cfg, files, output, limit)
@@ -92,31 +95,32 @@ def _run(cfg: DictConfig, files: list[Path], output: Path, limit: int | None) ->
     jobs = [(path, [name for name in methods if not complete(output, name, path.name)]) for path in files]
     jobs = [(path, names) for path, names in jobs if names]
     executor = str(cfg.get("executor", "local"))
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor={executor}: expected local or ray")
+    failures: dict[str, str] = {}
+    fitted = []
+    for path, names in jobs:  # chunk or refuse what would not fit, before any work (both executors)
+        file_cfg, reason = fit_memory(path, cfg, len(names), limit)
+        if reason is None:
+            fitted.append((path, names, file_cfg))
+        else:
+            failures[path.name] = reason
+            tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
     if executor == "local":
-        failures = {}
-        for path, names in tqdm(jobs, desc="files", unit="file"):
-            file_cfg, reason = fit_memory(path, cfg, len(names), limit)
-            if reason is not None:
-                failures[path.name] = reason
-                tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
-                continue
+        for path, names, file_cfg in tqdm(fitted, desc="files", unit="file"):
             try:
                 reason = process_file(path, {name: methods[name] for name in names}, file_cfg, output, device)
             except OSError as err:
                 if err.errno != errno.ENOSPC:
                     raise
-                raise ReconError(f"output={output}: no space left on device while writing the outputs of "
-                                 f"{path.name}; stopped, the outputs written before are complete and kept, "
-                                 "and none of this file's is left partial") from None
+                raise no_space(output, path.name) from None
             if reason is not None:
                 failures[path.name] = reason
                 tqdm.write(f"failed: {path.name}: {reason}", file=sys.stderr)
-    elif executor == "ray":
+    else:
         from .distributed import run_on_ray
 
-        failures = run_on_ray(jobs, cfg, output)
-    else:
-        raise ConfigError(f"executor={executor}: expected local or ray")
+        failures.update(run_on_ray(fitted, cfg, output))
     summary = summarise(output, [p.name for p in files], list(methods), failures)
     save_json(output / "summary.json", summary)
     with atomic_write(output / "summary.csv", "w") as handle:

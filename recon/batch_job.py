@@ -122,3 +122,7 @@ def volume_metrics(recon: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return evaluate(center_crop(recon, size), center_crop(target, size))
 
 
+def no_space(output: Path, name: str) -> ReconError:
+    """The one-line error of a full disk while writing ``name``'s outputs (the batch stops)."""
+    return ReconError(f"output={output}: no space left on device while writing the outputs of {name}; stopped, "
+                      "the outputs written before are complete and kept, and none of this file's is left partial")

@@ -10,31 +10,44 @@ way, and the batch goes on.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .batch_job import no_space
 from .config import job_config
 from .errors import ConfigError
 
 __all__ = ["run_on_ray"]
 
 
+NO_SPACE = "\0no space left on device"  # a worker's answer when the output disk is full (the batch stops)
+
+
 def _reconstruct_file(path: str, names: list[str], config: dict[str, Any], output: str) -> str | None:
-    """Worker side: build the named methods from ``config`` and reconstruct ``path``."""
+    """Worker side: build the named methods from ``config`` (the file's own, after the memory
+    fit) and reconstruct ``path``; :data:`NO_SPACE` when the output disk is full."""
     from .batch_job import process_file
     from .build import build_methods, resolve_device
 
     cfg = OmegaConf.create(config)
     device = resolve_device(str(cfg.device))
     methods = {name: m for name, m in build_methods(cfg, device, progress=False).items() if name in names}
-    return process_file(Path(path), methods, cfg, Path(output), device)
+    try:
+        return process_file(Path(path), methods, cfg, Path(output), device)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            return NO_SPACE
+        raise
 
 
-def run_on_ray(jobs: list[tuple[Path, list[str]]], cfg: DictConfig, output: Path) -> dict[str, str]:
-    """Reconstruct ``jobs`` ((file, methods still to do) pairs) on Ray; returns failures by file name.
+def run_on_ray(jobs: list[tuple[Path, list[str], DictConfig]], cfg: DictConfig, output: Path) -> dict[str, str]:
+    """Reconstruct ``jobs`` ((file, methods still to do, the file's config) triples) on Ray;
+    returns failures by file name. A full output disk on any worker cancels the rest and raises
+    the same one-line error as the local executor.
 
     ``cfg.ray``: ``address`` (``null``: start a local Ray instance; ``auto`` or ``host:port``:
     join a running cluster), ``num_cpus`` (local instance only; ``null``: all cores),
@@ -57,8 +70,8 @@ def run_on_ray(jobs: list[tuple[Path, list[str]]], cfg: DictConfig, output: Path
         gpus = (1 if ray.cluster_resources().get("GPU", 0) > 0 else 0) if gpus == "auto" else float(gpus)
         task = ray.remote(num_cpus=float(settings.get("cpus_per_task", 1)), num_gpus=gpus, max_retries=0)(
             _reconstruct_file)
-        config = OmegaConf.to_container(job_config(cfg), resolve=True)
-        pending = {task.remote(str(path), names, config, str(output)): path.name for path, names in jobs}
+        pending = {task.remote(str(path), names, OmegaConf.to_container(job_config(file_cfg), resolve=True),
+                               str(output)): path.name for path, names, file_cfg in jobs}
         failures: dict[str, str] = {}
         with tqdm(total=len(pending), desc="files (ray)", unit="file") as bar:
             while pending:
@@ -68,6 +81,10 @@ def run_on_ray(jobs: list[tuple[Path, list[str]]], cfg: DictConfig, output: Path
                     reason = ray.get(done)
                 except Exception as err:  # a crashed task: report it with the file, go on
                     reason = f"task failed: {str(err).strip().splitlines()[-1]}"
+                if reason == NO_SPACE:
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    raise no_space(output, name)
                 if reason is not None:
                     failures[name] = reason
                     tqdm.write(f"failed: {name}: {reason}", file=sys.stderr)

@@ -119,3 +119,38 @@ def test_full_disk_keeps_earlier_outputs_and_says_so(inputs, tmp_path, capsys, m
     assert len(err) == 1 and "no space left" in err[0] and second.name in err[0], err
     expected = {k: v for k, v in done.items() if k != f"per_volume/zero_filled/{second.stem}.json"}
     assert digests(out) == expected  # no partial or temporary file, earlier outputs byte-identical
+
+
+def test_ray_executor_refuses_what_does_not_fit_before_submitting(inputs, tmp_path):
+    """The memory fit runs in the driver for executor=ray too: a file that would not fit fails
+    with the size it needs, and nothing is written for it."""
+    pytest.importorskip("ray")
+    root, files = inputs
+    volume = read_fastmri(files[0])
+    per_slice, _ = memory_need(volume.kspace_shape, tuple(volume.crop_size), 1)
+    out = tmp_path / "ray"
+    assert run_batch(root, out, "executor=ray", "ray.num_cpus=1", f"++memory_limit={per_slice // 2}") == 1
+    failed = json.loads((out / "summary.json").read_text())["failed"]
+    assert set(failed) == {p.name for p in files} and all("needs about" in r for r in failed.values()), failed
+    assert not (out / "zero_filled").exists()
+
+
+def test_ray_worker_reports_a_full_disk_and_the_driver_stops_with_one_line(inputs, tmp_path, monkeypatch):
+    """A worker whose write hits ENOSPC answers NO_SPACE instead of crashing (the driver then
+    cancels the rest and raises ``no_space``, the local executor's one-line error, checked here)."""
+    from omegaconf import OmegaConf
+
+    from recon import batch_job, distributed
+    from recon.config import job_config, load_config
+
+    root, files = inputs
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(batch_job, "process_file", full)
+    config = OmegaConf.to_container(job_config(load_config([f"data.root={root}", f"output={tmp_path}", *ONE],
+                                                           config_name="batch")), resolve=True)
+    assert distributed._reconstruct_file(str(files[0]), ["zero_filled"], config, str(tmp_path)) == distributed.NO_SPACE
+    error = batch_job.no_space(tmp_path, files[0].name)
+    assert "no space left" in str(error) and files[0].name in str(error) and "\n" not in str(error)
