@@ -72,15 +72,15 @@ def save_plot(path: Path, task: str, methods: dict[str, list[dict[str, Any]]]) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    markers = "osD^vP*Xh<>p"
     for ax, key, unit in zip(axes, ("psnr", "ssim"), ("PSNR [dB]", "SSIM")):
-        for label, rows in methods.items():
+        for i, (label, rows) in enumerate(methods.items()):
             seconds = max(statistics.mean(r["seconds_per_slice"] for r in rows), 1e-4)
-            value = statistics.mean(r[key] for r in rows)
-            ax.scatter(seconds, value)
-            ax.annotate(label, (seconds, value), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            ax.scatter(seconds, statistics.mean(r[key] for r in rows), marker=markers[i % len(markers)], label=label)
         ax.set(xscale="log", xlabel="seconds per slice", ylabel=unit, title=f"{task}: {unit.split()[0]}")
         ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))  # names with NFE, e.g. dds-100
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as handle:
