@@ -70,7 +70,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for name, cls in SAMPLERS.items():
         settings = {"iterations" if name == "pnp_dm" else "steps": args.steps}  # otherwise each sampler's defaults
-        make = lambda p: cls(p, **settings)  # noqa: E731
+        make = lambda p, cls=cls, settings=settings: cls(p, **settings)  # noqa: E731
         full, bare = timed(make(prior), y, physics, args.repeats), timed(make(stub), y, physics, args.repeats)
         nfe = make(prior).nfe
         print(f"| {name} | {nfe} | {full:.2f} | {bare:.2f} | {100 * bare / (full - bare):.1f} % | "
