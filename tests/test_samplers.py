@@ -16,7 +16,7 @@ import torch
 from operators import MatrixOperator
 from priors import DiffusionPrior, GaussianPrior, Normalization, VPSchedule, mixture_posterior
 from priors.unet import from_guided_diffusion
-from recon.samplers import DDS, DPS, REDDiff
+from recon.samplers import DAPS, DDS, DPS, DiffPIR, PiGDM, PnPDM, REDDiff
 
 DRAWS = 400
 GOOD, BAD = 0.2, 0.8  # pass below GOOD; a sampler ignoring the data must score above BAD
@@ -84,7 +84,10 @@ def test_complex_data_approaches_posterior_mean():
 
 
 @pytest.mark.parametrize("make", [lambda p: DDS(p, steps=10, gamma=5.0), lambda p: DPS(p, steps=10),
-                                  lambda p: REDDiff(p, steps=10)], ids=["DDS", "DPS", "REDDiff"])
+                                  lambda p: REDDiff(p, steps=10), lambda p: DiffPIR(p, steps=8, zeta=1.0, sigma=0.1),
+                                  lambda p: PiGDM(p, steps=8, sigma=0.1), lambda p: DAPS(p, steps=8, sigma=0.1),
+                                  lambda p: PnPDM(p, iterations=8, sigma=0.1)],
+                         ids=["DDS", "DPS", "REDDiff", "DiffPIR", "PiGDM", "DAPS", "PnPDM"])
 def test_seeded_runs_are_identical_and_batch_elements_independent(make):
     prior, physics, y, _ = problem()
     sampler = make(prior)

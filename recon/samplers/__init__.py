@@ -17,5 +17,6 @@ from .registry import SAMPLERS
 from .safety import NonFiniteError
 from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "NonFiniteError", "PiGDM", "PnPDM", "REDDiff", "SAMPLERS",
+__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "NonFiniteError", "PiGDM", "PnPDM", "REDDiff",
+           "SAMPLERS",
            "SliceCoupled"]

@@ -9,7 +9,8 @@ from torch import Tensor
 
 from priors import DiffusionPrior
 
-from .common import Callback, Sampler, abar_at, ddim_update, gaussian, image_shape, initial_state, noise_level, step_pairs, sub_steps
+from .common import (Callback, Sampler, abar_at, ddim_update, gaussian, image_shape, initial_state, noise_level,
+                     step_pairs, sub_steps)
 from .likelihood import DataTerm, Physics
 from .safety import check_finite, check_measurement
 
@@ -77,7 +78,7 @@ class DAPS(Sampler):
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
         check_measurement(y, "DAPS")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
-        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init)
+        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init, name="DAPS")
         z = initial_state(prior, image_shape(physics, x_init, "DAPS"), y.shape[0], pairs[0][2], generator,
                           y.device, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):

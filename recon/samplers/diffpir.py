@@ -9,7 +9,8 @@ from torch import Tensor
 
 from priors import DiffusionPrior
 
-from .common import Callback, Sampler, ddim_update, eps_from_x0, gaussian, image_shape, initial_state, noise_level, step_pairs
+from .common import (Callback, Sampler, ddim_update, eps_from_x0, gaussian, image_shape, initial_state, noise_level,
+                     step_pairs)
 from .likelihood import DataTerm, Physics
 from .safety import check_finite, check_measurement
 
@@ -68,8 +69,9 @@ class DiffPIR(Sampler):
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
         check_measurement(y, "DiffPIR")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
-        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init)
-        z = initial_state(prior, image_shape(physics, x_init, "DiffPIR"), y.shape[0], pairs[0][2], generator, y.device, x_init)
+        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init, name="DiffPIR")
+        z = initial_state(prior, image_shape(physics, x_init, "DiffPIR"), y.shape[0], pairs[0][2], generator,
+                          y.device, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
             z0 = self._project(prior.x0(z, t))
             z0 = self._project(self._data_step(data, z0, noise_level(abar) / math.sqrt(self.lam)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Callable
 
@@ -12,8 +11,8 @@ from torch import Tensor
 from operators import LinearOperator
 from priors import DiffusionPrior
 
-from .common import Callback, Sampler, ancestral_update, gaussian, initial_state, operator_norm, step_pairs
-from .safety import check_finite, check_measurement, jacobian_gain
+from .common import Callback, Sampler, ancestral_update, gaussian, image_shape, initial_state, step_pairs
+from .safety import check_finite, check_measurement, model_gain
 
 
 class DPS(Sampler):
@@ -81,9 +80,7 @@ class DPS(Sampler):
         prior, device = self.prior, y.device
         check_measurement(y, "DPS")
         pairs = step_pairs(prior, self.steps)
-        in_shape = getattr(physics, "in_shape", None) if x_init is None else tuple(x_init.shape[1:])
-        if in_shape is None:
-            raise ValueError("DPS needs the image shape: pass a LinearOperator (in_shape) or x_init")
+        in_shape = image_shape(physics, x_init, "DPS")
         gain = self._gain(physics, device, in_shape, x_init)
         step = self.zeta / gain
         z = initial_state(prior, in_shape, y.shape[0], pairs[0][2], generator, device, x_init)
@@ -117,19 +114,15 @@ class DPS(Sampler):
 
     def _gain(self, physics: LinearOperator | Callable[[Tensor], Tensor], device: torch.device,
               in_shape: tuple[int, ...], x_init: Tensor | None) -> float:
-        """``||J|| * scale``: the model-space-to-measurement gain that makes ``zeta`` unit-free."""
-        norm, prior = self.operator_norm, self.prior
-        if norm is None and isinstance(physics, LinearOperator):
-            norm = operator_norm(physics, prior.normalization.complex_channels, device)
-        elif norm is None:
+        """``||J|| * scale``: the model-space-to-measurement gain that makes ``zeta`` unit-free
+        (:func:`~recon.samplers.safety.model_gain`, at ``x_init`` or ``decode(0)``)."""
+        prior, start = self.prior, None
+        if self.operator_norm is None and not isinstance(physics, LinearOperator):
             if x_init is None:  # decode(0), the centre of the prior's range
                 dtype = torch.complex64 if prior.normalization.complex_channels else torch.float32
                 model = prior.encode(torch.zeros((1, *in_shape), dtype=dtype, device=device)).float()
                 start = prior.decode(torch.zeros_like(model))
             else:  # x_init as the loop sees it (through float32 model space)
                 start = prior.decode(prior.encode(x_init.to(device)).float())
-            norm = jacobian_gain(physics, start)
-            if not (math.isfinite(norm) and norm > 0):
-                raise ValueError(f"DPS: the forward model's Jacobian at the starting image has norm {norm}; "
-                                 "pass operator_norm (its gain) or another x_init")
+        norm = model_gain(physics, prior.normalization.complex_channels, device, start, self.operator_norm, "DPS")
         return norm * prior.normalization.scale

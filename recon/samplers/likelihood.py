@@ -12,7 +12,8 @@ from torch import Tensor
 from operators import LinearOperator, conjugate_gradient
 from priors import DiffusionPrior
 
-from .common import gaussian, operator_norm
+from .common import gaussian
+from .safety import model_gain
 
 Physics = LinearOperator | Callable[[Tensor], Tensor]
 
@@ -32,14 +33,13 @@ class DataTerm:
     """
 
     def __init__(self, y: Tensor, physics: Physics, prior: DiffusionPrior, sigma: float | None, noise: float,
-                 operator_norm: float | None = None, x_start: Tensor | None = None):
+                 operator_norm: float | None = None, x_start: Tensor | None = None, name: str = "sampler"):
         self.y, self.physics, self.prior = y, physics, prior
         self.linear = isinstance(physics, LinearOperator)
         self.scale = float(prior.normalization.scale)
-        self._norm_given, self._x_start = operator_norm, x_start
-        if not self.linear and operator_norm is None and x_start is None:
-            raise ValueError("a nonlinear forward model needs x_init (the image shape and the point where its gain "
-                             "is estimated) or operator_norm")
+        self._norm_given, self._x_start, self.name = operator_norm, x_start, name
+        if not self.linear and operator_norm is None and x_start is None:  # refused now, not at first use
+            model_gain(physics, False, y.device, None, None, name)
         self.sigma = float(sigma) if sigma is not None else float(noise) * self.gain
         if not self.sigma > 0:
             raise ValueError(f"the measurement noise must be > 0 (sigma={sigma}, noise={noise}); the split samplers "
@@ -51,14 +51,8 @@ class DataTerm:
         """``L = ||A|| * scale``, estimated once and only when asked (``sigma`` from ``noise``,
         Langevin steps, nonlinear data steps): the given ``operator_norm``, power iteration for a
         LinearOperator, or the Jacobian's norm at the start image for a nonlinear model."""
-        if self._norm_given is not None:
-            norm = float(self._norm_given)
-        elif self.linear:
-            norm = operator_norm(self.physics, self.prior.normalization.complex_channels, self.y.device)
-        else:
-            from .safety import jacobian_gain
-
-            norm = jacobian_gain(self.physics, self._x_start)
+        norm = model_gain(self.physics, self.prior.normalization.complex_channels, self.y.device, self._x_start,
+                          self._norm_given, self.name)
         return norm * self.scale
 
     # --- gradients (any differentiable model) -------------------------------------------------
@@ -85,11 +79,6 @@ class DataTerm:
         return z
 
     # --- linear models: closed-form Gaussian steps --------------------------------------------
-    def require_linear(self, name: str) -> None:
-        if not self.linear:
-            raise TypeError(f"{name} needs a LinearOperator (A and A^H in its data step), got "
-                            f"{type(self.physics).__name__}")
-
     def solve(self, rhs: Tensor, mu: float, start: Tensor | None, iterations: int) -> Tensor:
         """``(A^H A + mu I)^-1 rhs`` by CG (physical units), from ``start``."""
         return conjugate_gradient(lambda v: self.physics.normal(v) + mu * v, rhs, start, iterations=iterations)

@@ -75,7 +75,7 @@ class PiGDM(Sampler):
                             f"{type(physics).__name__}; DPS, DAPS, PnP-DM, DiffPIR and RED-Diff accept a nonlinear model")
         check_measurement(y, "PiGDM")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
-        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm)
+        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, name="PiGDM")
         z = initial_state(prior, physics.in_shape, y.shape[0], pairs[0][2], generator, y.device, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):
             z = z.detach().requires_grad_(True)
@@ -91,7 +91,8 @@ class PiGDM(Sampler):
                     noise = gaussian(z.shape, generator, z.device)
                     z = ddim_update(z0, eps_from_x0(z, z0, abar), abar_prev, self.eta * ddpm_sigma(abar, abar_prev), noise)
                     z = z + math.sqrt(abar_prev) * guide
-                check_finite(z0 + guide, "PiGDM", i + 1, len(pairs), f"lower w (now {self.w:g}), raise noise/sigma or set clamp")
+                check_finite(z0 + guide, "PiGDM", i + 1, len(pairs),
+                             f"lower w (now {self.w:g}), raise noise/sigma or set clamp")
             if callback is not None:
                 callback(i, len(pairs))
         return prior.decode(z0 + guide)

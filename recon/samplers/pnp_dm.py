@@ -62,7 +62,8 @@ class PnPDM(Sampler):
             raise ValueError(f"PnP-DM needs rho0 >= rho_min > 0, decay in (0, 1], denoise_steps >= 1; got "
                              f"rho0={rho0}, rho_min={rho_min}, decay={decay}, denoise_steps={denoise_steps}")
         super().__init__(prior, iterations)
-        self.rho0, self.decay, self.rho_min, self.denoise_steps = float(rho0), float(decay), float(rho_min), int(denoise_steps)
+        self.rho0, self.decay, self.rho_min = float(rho0), float(decay), float(rho_min)
+        self.denoise_steps = int(denoise_steps)
         self.sigma, self.noise, self.cg_iterations = sigma, float(noise), int(cg_iterations)
         self.langevin_steps, self.lr, self.operator_norm = int(langevin_steps), float(lr), operator_norm
 
@@ -73,14 +74,15 @@ class PnPDM(Sampler):
     @property
     def nfe(self) -> int:
         """Network evaluations over all prior steps."""
-        return sum(len(sub_steps(t, self.denoise_steps)) - 1 for t in map(self._start_step, self.rhos()) if t >= 0)
+        starts = (timestep_below(self.prior, rho) for rho in self.rhos())
+        return sum(len(sub_steps(t, self.denoise_steps)) - 1 for t in starts if t >= 0)
 
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: Physics, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
         check_measurement(y, "PnP-DM")
         prior = self.prior
-        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init)
+        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init, name="PnP-DM")
         shape = prior.encode(torch.zeros((1, *image_shape(physics, x_init, "PnP-DM")), device=y.device,
                                          dtype=torch.complex64 if prior.normalization.complex_channels else torch.float32)).shape
         x = torch.zeros((y.shape[0], *shape[1:]), device=y.device) if x_init is None else \
@@ -98,12 +100,9 @@ class PnPDM(Sampler):
                 callback(k, len(rhos))
         return prior.decode(x)
 
-    def _start_step(self, rho: float) -> int:
-        return timestep_below(self.prior, rho)
-
     def _denoise(self, z: Tensor, rho: float, generator: torch.Generator | None) -> Tensor:
         """A draw of ``p(x0 | x_rho = z)``: ancestral steps from the largest training step with noise <= ``rho``."""
-        t = self._start_step(rho)
+        t = timestep_below(self.prior, rho)
         if t < 0:  # below the schedule's smallest noise: z is already clean to the prior's resolution
             return z
         ts = sub_steps(t, self.denoise_steps)

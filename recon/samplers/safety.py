@@ -16,9 +16,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..errors import ReconError
+from operators import LinearOperator
 
-__all__ = ["NonFiniteError", "check_finite", "check_measurement", "jacobian_gain"]
+from ..errors import ReconError
+from .common import operator_norm
+
+__all__ = ["NonFiniteError", "check_finite", "check_measurement", "jacobian_gain", "model_gain"]
 
 
 class NonFiniteError(ReconError):
@@ -104,3 +107,24 @@ def jacobian_gain(physics: Callable[[Tensor], Tensor], x: Tensor, *, iterations:
                 break
             v = w.detach() / eig
     return eig**0.5
+
+
+def model_gain(physics: Callable[[Tensor], Tensor], complex_images: bool, device: torch.device,
+               start: Tensor | None, given: float | None, name: str) -> float:
+    """The gain of a forward model in physical units, the one rule every sampler uses: ``given``
+    (a user's ``operator_norm``) when set; ``||A||`` by power iteration for a
+    :class:`operators.LinearOperator`; else the Jacobian's norm at the physical image ``start``
+    (:func:`jacobian_gain`), refused with one line naming ``name`` when ``start`` is missing or
+    the norm is not a positive finite number (a model flat or not differentiable there)."""
+    if given is not None:
+        return float(given)
+    if isinstance(physics, LinearOperator):
+        return operator_norm(physics, complex_images, device)
+    if start is None:
+        raise ValueError(f"{name}: a nonlinear forward model needs x_init (the image shape and the point where "
+                         "its gain is estimated) or operator_norm")
+    norm = jacobian_gain(physics, start)
+    if not (math.isfinite(norm) and norm > 0):
+        raise ValueError(f"{name}: the forward model's Jacobian at the starting image has norm {norm}; "
+                         "pass operator_norm (its gain) or another x_init")
+    return norm
