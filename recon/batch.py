@@ -73,7 +73,8 @@ def batch(cfg: DictConfig) -> int:
         raise ConfigError(f"data.root={root}: no *.h5 files")
     spec = cfg.get("memory_limit", "auto")
     remote = str(cfg.get("executor", "local")) == "ray" and (cfg.get("ray") or {}).get("address") is not None
-    limit = None if remote and str(spec) == "auto" else memory_limit(spec)  # this machine's memory says nothing of a cluster's
+    # this machine's available memory says nothing of a remote cluster's workers
+    limit = None if remote and str(spec) == "auto" else memory_limit(spec)
     try:
         with output_lock(output):
             return _run(cfg, files, output, limit)
