@@ -38,8 +38,11 @@ from .masks import (
     random_mask,
 )
 from .mri import MultiCoilMRI, fft2c, ifft2c
+from .noncartesian import NonCartesianMRI
 from .noise import DetectorStripes, GaussianNoise, Interference, StructuredNoise, TransmissionNoise
 from .resampling import Downsampling, SeparableOperator, downsampling
+from .trajectories import (GOLDEN_ANGLE, density_gain, golden_angle_radial, pipe_menon_density, radial_density,
+                           variable_density_spiral)
 
 __all__ = [
     "AdjointOperator",
@@ -59,6 +62,8 @@ __all__ = [
     "MU_WATER",
     "MatrixOperator",
     "MultiCoilMRI",
+    "NonCartesianMRI",
+    "GOLDEN_ANGLE",
     "ParallelBeamCT",
     "SampledMask",
     "ScaledOperator",
@@ -68,6 +73,11 @@ __all__ = [
     "TransmissionNoise",
     "birdcage_maps",
     "cone_beam_ct",
+    "density_gain",
+    "golden_angle_radial",
+    "pipe_menon_density",
+    "radial_density",
+    "variable_density_spiral",
     "box_mask",
     "conjugate_gradient",
     "downsampling",
