@@ -1,9 +1,12 @@
-"""Classical multi-coil MRI reconstructions: zero-filled, CG-SENSE and L1-wavelet.
+"""Classical multi-coil MRI reconstructions: zero-filled, gridding, CG-SENSE and L1-wavelet.
 
 Each is called as ``method(y, physics) -> x`` with ``physics`` an
-:class:`operators.MultiCoilMRI` (coil maps normalised to ``sum_c |S_c|^2 = 1``, 0/1 mask),
-``y`` masked k-space ``(B, C, H, W)`` complex and ``x`` the coil-combined image ``(B, 1, H, W)``
-complex in the units of ``ifft2c`` of ``y`` (fastMRI's image scale). ``nfe`` is 0.
+:class:`operators.MultiCoilMRI` (coil maps normalised to ``sum_c |S_c|^2 = 1``, 0/1 mask) and
+``y`` masked k-space ``(B, C, H, W)`` complex, or an :class:`operators.NonCartesianMRI` and its
+samples ``(B, C, *trajectory)``; ``x`` is the coil-combined image ``(B, 1, H, W)`` complex in the
+units of ``ifft2c`` of Cartesian k-space (fastMRI's image scale). ``nfe`` is 0. Non-Cartesian
+data are weighed by the operator's ``density`` (Pruessmann et al. 2001's CG-SENSE; sigpy's
+``weights``), so that one set of settings serves both kinds of sampling.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from torch import Tensor
 
 from operators import MultiCoilMRI, conjugate_gradient
 
-__all__ = ["CGSense", "L1Wavelet", "ZeroFilled"]
+__all__ = ["CGSense", "Gridding", "L1Wavelet", "ZeroFilled"]
+
+
+def _weights(physics: object) -> Tensor | None:
+    """The density weights of a non-Cartesian operator (None for Cartesian ones or none given)."""
+    return getattr(physics, "density", None)
 
 
 class ZeroFilled:
@@ -41,6 +49,21 @@ class ZeroFilled:
         return "ZeroFilled()"
 
 
+class Gridding:
+    """The gridding reconstruction ``A^H W y`` of non-Cartesian data (``W``: the operator's density
+    weights in Cartesian-cell units, which keep image intensities); for Cartesian data the
+    zero-filled image."""
+
+    nfe = 0
+
+    @torch.no_grad()
+    def __call__(self, y: Tensor, physics: MultiCoilMRI, **_: object) -> Tensor:
+        return physics.gridding(y) if hasattr(physics, "gridding") else physics.adjoint(y)
+
+    def __repr__(self) -> str:
+        return "Gridding()"
+
+
 class CGSense:
     """CG-SENSE: ``iterations`` conjugate-gradient steps on ``(A^H A + damping I) x = A^H y``
     from ``x = 0`` (torch; runs on the device of ``y``; batched, per-sample step sizes).
@@ -55,6 +78,10 @@ class CGSense:
     85, disjoint from the held-out slab; 8 birdcage coils, 4x and 8x equispaced, k-space noise
     0.005; README). With these maps plain CG-SENSE is ill-conditioned: noise grows after ~8
     iterations, while with ``damping = 0.01`` 20 iterations reach the converged solution.
+
+    Non-Cartesian data with density weights ``W`` solve ``(A^H W A + damping I) x = A^H W y``:
+    ``W`` preconditions (``||A^H W A|| ~ 1``, so ``damping`` keeps its units) and weighs the
+    densely sampled centre down, as in Pruessmann et al. (2001).
     """
 
     nfe = 0
@@ -67,12 +94,18 @@ class CGSense:
 
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: MultiCoilMRI, **_: object) -> Tensor:
-        rhs = physics.adjoint(y)
-        if self.damping == 0:
-            apply = physics.normal
+        weights = _weights(physics)
+        if weights is None:
+            rhs, normal = physics.adjoint(y), physics.normal
         else:
-            def apply(x: Tensor) -> Tensor:
-                return physics.normal(x) + self.damping * x
+            weights = weights.to(y.device)
+            rhs = physics.adjoint(weights * y)
+
+            def normal(x: Tensor) -> Tensor:
+                return physics.adjoint(weights * physics(x))
+
+        def apply(x: Tensor) -> Tensor:
+            return normal(x) + self.damping * x if self.damping else normal(x)
         return conjugate_gradient(apply, rhs, iterations=self.iterations)
 
     def __repr__(self) -> str:
@@ -96,6 +129,10 @@ class L1Wavelet:
 
     Defaults: the best mean PSNR of a grid on training slices (as for :class:`CGSense`); larger
     ``lam`` trades PSNR for SSIM (4e-3: -1 dB at 4x, +0.1 SSIM).
+
+    Non-Cartesian data: sigpy's NUFFT at the operator's trajectory (``coord`` in pixels, ``k N /
+    2 pi``) with the density as ``weights`` (sigpy applies their square root to the residual),
+    and ``s = max |A^H W y|`` (the gridding image).
     """
 
     nfe = 0
@@ -113,15 +150,23 @@ class L1Wavelet:
             L1WaveletRecon,  # deferred: importing sigpy takes seconds
         )
 
-        batch, _, height, width = y.shape
+        batch = y.shape[0]
+        height, width = physics.in_shape[-2:]
         maps = physics.sens_maps.expand(batch, -1, -1, -1).cpu().numpy()
-        masks = torch.broadcast_to(physics.mask, (batch, 1, height, width))[:, 0].cpu().numpy()
-        scales = physics.adjoint(y).abs().flatten(1).amax(dim=1).cpu().numpy()
+        if hasattr(physics, "trajectory"):
+            coord = physics.trajectory.double().cpu().numpy() * (np.array([height, width]) / (2 * np.pi))
+            weights = _weights(physics)
+            masks = [None if weights is None else weights.cpu().numpy()] * batch
+            scales = Gridding()(y, physics).abs().flatten(1).amax(dim=1).cpu().numpy()
+        else:
+            coord = None
+            masks = torch.broadcast_to(physics.mask, (batch, 1, height, width))[:, 0].cpu().numpy()
+            scales = physics.adjoint(y).abs().flatten(1).amax(dim=1).cpu().numpy()
         data = y.cpu().numpy().astype(np.complex64)
         out = np.empty((batch, 1, height, width), dtype=np.complex64)
         for b in range(batch):
             with numpy_seeded(0):  # sigpy's step size: power iteration from numpy's global generator
-                app = L1WaveletRecon(data[b], maps[b], float(self.lam * scales[b]), weights=masks[b],
+                app = L1WaveletRecon(data[b], maps[b], float(self.lam * scales[b]), weights=masks[b], coord=coord,
                                      wave_name=self.wavelet, max_iter=self.iterations, show_pbar=False)
                 out[b, 0] = app.run()
         return torch.from_numpy(out).to(y.device)

@@ -73,10 +73,14 @@ class MRISlice:
 
     def measure(self, physics: MultiCoilMRI, noise: Any, generator: torch.Generator) -> Tensor:
         """Masked k-space ``(1, C, H, W)``: the measured k-space under the mask, or the simulated
-        ``M (A x + n)`` (noise only where sampled)."""
+        ``M (A x + n)`` (noise only where sampled); for an operator without a mask (non-Cartesian,
+        :func:`recon.data.noncartesian.noncartesian_operator`) the simulated ``A x + n``."""
+        mask = getattr(physics, "mask", None)
+        if mask is None:
+            return noise(physics(self.image), generator=generator)
         if self.kspace is not None:
-            return physics.mask * self.kspace
-        return physics.mask * noise(physics(self.image), generator=generator)
+            return mask * self.kspace
+        return mask * noise(physics(self.image), generator=generator)
 
 
 def _smooth_phase(shape: Sequence[int], seed: int) -> np.ndarray:
