@@ -37,13 +37,17 @@ def make_trajectory(kind: str, shape: Sequence[int], spokes: int = 64, samples: 
 
 
 def noncartesian_operator(shape: Sequence[int], trajectory: dict, maps: Tensor | None = None,
-                          kspace: Tensor | None = None, density: str = "analytic", eps: float = 1e-5) -> NonCartesianMRI:
+                          kspace: Tensor | None = None, density: str = "analytic", eps: float = 1e-5,
+                          measured_trajectory: Tensor | None = None) -> NonCartesianMRI:
     """Config factory: :class:`operators.NonCartesianMRI` for images ``shape = (H, W)``.
 
     ``trajectory``: the keyword arguments of :func:`make_trajectory` (``kind``, ...). ``maps``: the
     simulation's coil maps (``(C, H, W)`` or ``(B, C, H, W)``). ``density``: ``analytic``
     (:func:`operators.radial_density`, radial only), ``pipe_menon`` (any trajectory) or ``none``;
     the weights serve the gridding and the classical baselines, not the samplers' likelihood.
+    ``measured_trajectory``: a scan's own trajectory (radians, ``(..., 2)``; e.g. read from BART
+    files), which replaces the configured one (``trajectory.kind`` then only picks the analytic
+    density's validity).
     """
     if maps is None:
         reason = "a measured Cartesian k-space" if kspace is not None else "no coil maps"
@@ -52,7 +56,7 @@ def noncartesian_operator(shape: Sequence[int], trajectory: dict, maps: Tensor |
     if density not in DENSITIES:
         raise ConfigError(f"operator.density={density!r}: valid values: {', '.join(DENSITIES)}")
     shape = (int(shape[0]), int(shape[1]))
-    traj = make_trajectory(shape=shape, **dict(trajectory))
+    traj = make_trajectory(shape=shape, **dict(trajectory)) if measured_trajectory is None else measured_trajectory
     kind = dict(trajectory).get("kind")
     if density == "analytic" and kind != "radial":
         raise ConfigError(f"operator.density=analytic is for radial trajectories; use pipe_menon for {kind}")
