@@ -100,6 +100,7 @@ def write_run(run_dir: Path, cfg: DictConfig, outcome: Outcome) -> dict[str, Any
     """Write a run's files into ``run_dir`` (README: "The run folder"); returns the ``metrics.json``
     content."""
     from .io.atomic import save_json, save_npy
+    from .io.bart_run import BART_FOLDER, write_bart_run
     from .io.images import save_nifti
     from .panel import save_panel, save_volume_panel
 
@@ -124,6 +125,7 @@ def write_run(run_dir: Path, cfg: DictConfig, outcome: Outcome) -> dict[str, Any
         save_npy(run_dir / "noise_truth.npy", case.structured_noise.cpu().numpy())
         for name, estimate in noises.items():
             save_npy(run_dir / f"noise_{name}.npy", estimate.cpu().numpy())
+    write_bart_run(run_dir / BART_FOLDER, case.physics, y, truth, {n: r.image for n, r in results.items()})  # MRI only
     report = {
         "task": str(cfg.task.name),
         "data": source.name,
