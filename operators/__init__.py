@@ -13,7 +13,7 @@ from .base import (
 )
 from .blur import GaussianBlur
 from .cg import conjugate_gradient
-from .coils import birdcage_maps, espirit_maps, normalize_maps
+from .coils import birdcage_maps, espirit_maps, noncartesian_espirit_maps, normalize_maps
 from .cone import ConeBeamCT, cone_beam_ct
 from .ct import (
     MU_WATER,
@@ -94,6 +94,7 @@ __all__ = [
     "inpainting",
     "limited_angle_angles",
     "make_mask",
+    "noncartesian_espirit_maps",
     "normalize_maps",
     "parallel_beam_ct",
     "poisson_disc2d",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["birdcage_maps", "espirit_maps", "normalize_maps"]
+__all__ = ["birdcage_maps", "espirit_maps", "noncartesian_espirit_maps", "normalize_maps"]
 
 
 def normalize_maps(maps: Tensor, eps: float = 1e-12) -> Tensor:
@@ -74,3 +74,29 @@ def espirit_maps(
         )
         maps = np.asarray(app.run())
     return normalize_maps(torch.from_numpy(maps).to(torch.complex64))
+
+
+def noncartesian_espirit_maps(samples: Tensor, trajectory: Tensor, shape: Sequence[int], calib_width: int = 24,
+                              density: Tensor | None = None, **espirit: float) -> Tensor:
+    """ESPIRiT maps ``(C, H, W)`` from a non-Cartesian scan's own centre (radial, spiral, ...).
+
+    The samples ``(C, *trajectory.shape[:-1])`` inside the ``calib_width`` x ``calib_width``
+    Cartesian centre (``|k_y| <= pi calib_width / H``, same for ``k_x``) are gridded per coil with
+    the density weights (``density``, else Pipe-Menon's) by the adjoint NUFFT; the centred FFT of
+    those low-resolution coil images is the calibration block :func:`espirit_maps` takes
+    (``espirit``: its other keywords). The trajectory must sample that centre densely (radial and
+    variable-density spirals do).
+    """
+    from .mri import fft2c
+    from .nufft import NufftPlan, check_trajectory
+    from .trajectories import pipe_menon_density
+
+    traj = check_trajectory(trajectory)
+    height, width = (int(n) for n in shape)
+    if samples.shape[1:] != traj.shape[:-1]:
+        raise ValueError(f"samples of shape {tuple(samples.shape)} do not match the trajectory's {tuple(traj.shape[:-1])}")
+    weights = pipe_menon_density(traj, (height, width)) if density is None else torch.as_tensor(density)
+    centre = (traj[..., 0].abs() <= torch.pi * calib_width / height) & (traj[..., 1].abs() <= torch.pi * calib_width / width)
+    data = (samples.detach().cpu() * (weights * centre).to(samples.real.dtype)).reshape(samples.shape[0], -1)
+    coil_images = NufftPlan(traj, (height, width)).adjoint(data.to(torch.complex64))
+    return espirit_maps(fft2c(coil_images), calib_width=calib_width, **espirit)

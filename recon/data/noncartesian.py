@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from operators import (NonCartesianMRI, golden_angle_radial, pipe_menon_density, radial_density,
-                       variable_density_spiral)
+from operators import (NonCartesianMRI, golden_angle_radial, noncartesian_espirit_maps, pipe_menon_density,
+                       radial_density, variable_density_spiral)
 from ..errors import ConfigError
 
 __all__ = ["DENSITIES", "TRAJECTORIES", "make_trajectory", "noncartesian_operator"]
@@ -38,21 +38,19 @@ def make_trajectory(kind: str, shape: Sequence[int], spokes: int = 64, samples: 
 
 def noncartesian_operator(shape: Sequence[int], trajectory: dict, maps: Tensor | None = None,
                           kspace: Tensor | None = None, density: str = "analytic", eps: float = 1e-5,
-                          measured_trajectory: Tensor | None = None) -> NonCartesianMRI:
+                          measured_trajectory: Tensor | None = None, calib_width: int = 24) -> NonCartesianMRI:
     """Config factory: :class:`operators.NonCartesianMRI` for images ``shape = (H, W)``.
 
     ``trajectory``: the keyword arguments of :func:`make_trajectory` (``kind``, ...). ``maps``: the
-    simulation's coil maps (``(C, H, W)`` or ``(B, C, H, W)``). ``density``: ``analytic``
+    simulation's coil maps (``(C, H, W)`` or ``(B, C, H, W)``); without them, ESPIRiT maps from
+    the centre (``calib_width``) of the scan's own samples ``kspace`` ``(B, C, *trajectory)``
+    (:func:`operators.noncartesian_espirit_maps`). ``density``: ``analytic``
     (:func:`operators.radial_density`, radial only), ``pipe_menon`` (any trajectory) or ``none``;
     the weights serve the gridding and the classical baselines, not the samplers' likelihood.
     ``measured_trajectory``: a scan's own trajectory (radians, ``(..., 2)``; e.g. read from BART
     files), which replaces the configured one (``trajectory.kind`` then only picks the analytic
     density's validity).
     """
-    if maps is None:
-        reason = "a measured Cartesian k-space" if kspace is not None else "no coil maps"
-        raise ConfigError(f"operator: a non-Cartesian acquisition needs the coil maps of a simulated scan "
-                          f"(data=mri_slab or data=mri_npy), and the data gave {reason}")
     if density not in DENSITIES:
         raise ConfigError(f"operator.density={density!r}: valid values: {', '.join(DENSITIES)}")
     shape = (int(shape[0]), int(shape[1]))
@@ -62,4 +60,20 @@ def noncartesian_operator(shape: Sequence[int], trajectory: dict, maps: Tensor |
         raise ConfigError(f"operator.density=analytic is for radial trajectories; use pipe_menon for {kind}")
     weights = {"analytic": lambda: radial_density(traj, shape), "pipe_menon": lambda: pipe_menon_density(traj, shape),
                "none": lambda: None}[density]()
+    if maps is None:
+        maps = _maps_from_scan(kspace, traj, shape, calib_width, weights)
     return NonCartesianMRI(torch.as_tensor(maps), traj, density=weights, eps=eps)
+
+
+def _maps_from_scan(kspace: Tensor | None, traj: Tensor, shape: tuple[int, int], calib_width: int,
+                    weights: Tensor | None) -> Tensor:
+    """ESPIRiT maps ``(B, C, H, W)`` from the centre of a scan's own non-Cartesian samples."""
+    samples = tuple(traj.shape[:-1])
+    if kspace is None or tuple(kspace.shape[2:]) != samples:
+        got = "no coil maps" if kspace is None else f"k-space of shape {tuple(kspace.shape)}"
+        raise ConfigError(f"operator: a non-Cartesian acquisition needs coil maps, or its own samples "
+                          f"(B, C, {', '.join(map(str, samples))}) to estimate them from; the data gave {got}")
+    try:
+        return torch.stack([noncartesian_espirit_maps(k, traj, shape, calib_width, weights) for k in kspace])
+    except ValueError as err:
+        raise ConfigError(f"operator: coil maps from the scan's centre: {err}") from None
