@@ -236,8 +236,9 @@ def summarise(output: Path, names: list[str], methods: list[str], failures: dict
         scored = [r["metrics"] for r in records if r["metrics"] is not None]
         slices = sum(r["slices"] for r in records)
         row: dict[str, Any] = {"volumes": len(records), "scored": len(scored)}
-        for key in ("psnr", "ssim", "nmse"):
-            row[key] = float(np.mean([m[key] for m in scored])) if scored else None
+        for key in ("psnr", "ssim", "ssim_object", "nmse"):
+            values = [m[key] for m in scored if m.get(key) is not None]  # records of older versions lack ssim_object
+            row[key] = float(np.mean(values)) if values else None
         row["seconds_per_slice"] = sum(r["seconds"] for r in records) / slices if slices else None
         table[method] = row
         if not map_slices:
@@ -251,9 +252,9 @@ def summarise(output: Path, names: list[str], methods: list[str], failures: dict
 
 
 def summary_csv(methods: dict[str, dict[str, Any]]) -> str:
-    """CSV text: method, volumes, scored, psnr, ssim, nmse, seconds_per_slice."""
+    """CSV text: method, volumes, scored, psnr, ssim, ssim_object, nmse, seconds_per_slice."""
     buffer = io.StringIO()
-    fields = ["method", "volumes", "scored", "psnr", "ssim", "nmse", "seconds_per_slice"]
+    fields = ["method", "volumes", "scored", "psnr", "ssim", "ssim_object", "nmse", "seconds_per_slice"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for name, row in methods.items():
@@ -262,7 +263,8 @@ def summary_csv(methods: dict[str, dict[str, Any]]) -> str:
 
 
 SUMMARY_COLUMNS = (Column("volumes", "volumes", "d", "first"), Column("psnr", "PSNR [dB]", ".2f", "first"),
-                   Column("ssim", "SSIM", ".4f", "first"), Column("nmse", "NMSE", ".2e", "first"),
+                   Column("ssim", "SSIM", ".4f", "first"), Column("ssim_object", "SSIM (object)", ".4f", "first"),
+                   Column("nmse", "NMSE", ".2e", "first"),
                    Column("seconds_per_slice", "s/slice", ".3f", "first"))
 
 

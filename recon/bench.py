@@ -51,7 +51,8 @@ def bench_task(task: str, count: int, overrides: list[str]) -> dict[str, list[di
     return rows
 
 
-BENCH_COLUMNS = (Column("cases", "cases", how="count"), *SCORES[:2], SCORES[3],
+_SCORE = {column.key: column for column in SCORES}
+BENCH_COLUMNS = (Column("cases", "cases", how="count"), *(_SCORE[k] for k in ("psnr", "ssim", "ssim_object", "z_psnr")),
                  Column("seconds_per_slice", "seconds/slice", how="mean"), Column("nfe", "NFE", "d", "first"),
                  Column("peak_mib", "peak memory [MiB]", ".0f", "max"), Column("device", "device", "s", "first"))
 

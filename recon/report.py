@@ -54,7 +54,8 @@ class Column:
         return f"{format(mean, self.spec)} ± {format(statistics.stdev(values), self.spec)}"
 
 
-SCORES = (Column("psnr", "PSNR [dB]"), Column("ssim", "SSIM", ".4f"), Column("nmse", "NMSE", ".2e"),
+SCORES = (Column("psnr", "PSNR [dB]"), Column("ssim", "SSIM", ".4f"),
+          Column("ssim_object", "SSIM (object)", ".4f", optional=True), Column("nmse", "NMSE", ".2e"),
           Column("z_psnr", "z-PSNR [dB]", optional=True), Column("noise_error", "noise error", ".3f", optional=True))
 RUN_COLUMNS = (*SCORES, Column("seconds", "seconds"), Column("nfe", "NFE", "d", "first"))
 

@@ -78,7 +78,7 @@ def test_outputs_in_fastmri_layout_with_fastmri_metrics(finished):
     assert list(rows) == list(METHODS) and all(r["volumes"] == 2 == r["scored"] for r in rows.values())
     assert rows["cg_sense"]["psnr"] > rows["zero_filled"]["psnr"] > 15
     csv = (out / "summary.csv").read_text().splitlines()
-    assert csv[0] == "method,volumes,scored,psnr,ssim,nmse,seconds_per_slice" and len(csv) == 4
+    assert csv[0] == "method,volumes,scored,psnr,ssim,ssim_object,nmse,seconds_per_slice" and len(csv) == 4
     assert not [p for p in out.rglob(".*")], "temporary files left behind"
 
 

@@ -22,10 +22,10 @@ def test_bench_appends_a_table_per_task_and_plots(tmp_path):
     text = results.read_text()
     assert text.startswith("# earlier results\n\nkept as they were\n")
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| method | cases | PSNR [dB]")
+    assert table[0].startswith("| method | cases | PSNR [dB] | SSIM | SSIM (object) |")
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table[2:]}
     assert set(rows) == {"tv", "dds-4"} and all(r[1] == "2" for r in rows.values())
-    assert rows["dds-4"][5] == "4" and rows["dds-4"][7].startswith("cpu")
+    assert rows["dds-4"][6] == "4" and rows["dds-4"][8].startswith("cpu")
     assert (tmp_path / "plots" / "inpainting.png").stat().st_size > 0
     assert main(args) == 0  # a second run appends a second section
     assert results.read_text().count("### recon bench") == 2

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from recon.metrics import evaluate, nmse, psnr, ssim, z_psnr
+from recon.metrics import evaluate, nmse, object_mask, psnr, ssim, z_psnr
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_nmse_and_perfect_reconstruction(pair):
     assert nmse(recon, target) == pytest.approx(np.sum((recon - target) ** 2) / np.sum(target**2))
     assert psnr(target, target) == math.inf
     assert ssim(target, target) == pytest.approx(1.0)
-    assert set(evaluate(recon, target)) == {"psnr", "ssim", "nmse"}
+    assert set(evaluate(recon, target)) == {"psnr", "ssim", "ssim_object", "nmse"}
 
 
 def test_shape_mismatch_is_an_error(pair):
@@ -54,6 +54,23 @@ def test_z_psnr_scores_slice_to_slice_disagreement():
     # iid errors: the differences have twice the variance, so z-PSNR sits 3 dB below PSNR
     assert z_psnr(independent, target) == pytest.approx(psnr(independent, target) - 10 * np.log10(2), abs=0.1)
     assert z_psnr(shared, target) > 200 and psnr(shared, target) < 30  # rounding error only
-    assert set(evaluate(independent, target)) == {"psnr", "ssim", "nmse", "z_psnr"}
+    assert set(evaluate(independent, target)) == {"psnr", "ssim", "ssim_object", "nmse", "z_psnr"}
     with pytest.raises(ValueError, match="D >= 2"):
         z_psnr(target[:, :, :1], target[:, :, :1])
+
+
+def test_ssim_inside_the_object_ignores_the_background():
+    """A disk on a noise floor: a reconstruction with a zero background loses whole-image SSIM
+    but keeps object SSIM; with a mask of everything it equals the plain SSIM."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:64, :64] - 32
+    disk = ((yy**2 + xx**2) < 20**2).astype(float)
+    hole = ((yy**2 + xx**2) < 4**2)
+    target = disk * (1 - 0.9 * hole) + 0.03 * np.abs(rng.standard_normal((64, 64)))  # noise-floor background
+    recon = disk * (1 - 0.9 * hole) + 0.02 * rng.standard_normal((64, 64)) * disk  # exactly 0 outside
+    mask = object_mask(target)
+    assert mask.shape == (64, 64) and bool(mask[32, 32])  # the dark hole is filled
+    assert not bool(mask[0, 0]) and bool(mask[32, 32 + 22])  # grown by 3 pixels past the edge, not to the corner
+    whole, inside = ssim(recon, target), ssim(recon, target, mask=mask)
+    assert inside > whole + 0.2
+    assert ssim(recon, target, mask=np.ones((64, 64), bool)) == pytest.approx(whole, abs=1e-12)
