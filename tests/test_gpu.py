@@ -76,6 +76,24 @@ def test_mri_operator_on_cuda_is_exactly_adjoint_and_matches_cpu():
     assert torch.allclose(gpu(x.to(CUDA)).cpu(), op.cpu()(x), atol=1e-12)
 
 
+def test_noncartesian_operator_on_cuda_matches_cpu():
+    """cufinufft when installed, else a round trip through FINUFFT on the CPU: either way the
+    same transform to its accuracy, on CUDA tensors, with autograd."""
+    from operators import NonCartesianMRI, golden_angle_radial
+
+    op = NonCartesianMRI(birdcage_maps(8, (64, 64)), golden_angle_radial(16, 128), eps=1e-6)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((2, *op.in_shape), generator=g, dtype=torch.complex64)
+    y = torch.randn((2, *op.out_shape), generator=g, dtype=torch.complex64)
+    expected = op(x)
+    gpu = op.to(CUDA)
+    assert (gpu(x.to(CUDA)).cpu() - expected).abs().max() < 1e-4 * expected.abs().max()
+    assert adjoint_error(gpu, gpu.adjoint, x.to(CUDA), y.to(CUDA)) < 1e-5
+    z = x.to(CUDA).requires_grad_(True)
+    gpu(z).abs().square().sum().backward()
+    assert z.grad.device.type == CUDA.type
+
+
 def test_dds3d_runs_a_volume_on_cuda():
     volume = torch.stack([torch.from_numpy(make_phantom("head", "test", 0, 64))] * 4)[None, None]
     op = parallel_beam_ct3d(64, 4, 8, pixel_size=25 / 64)
