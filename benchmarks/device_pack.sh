@@ -11,7 +11,8 @@
 #   nvidia-cuda-runtime-cu12, a stub libcufft.so.11 compiled from benchmarks/device/cufft_stub.c
 #   (the real cuFFT 11 wheel is ~200 MB: astra's FFT-based CUDA FBP/FDK then fail, its
 #   projectors work), hydra-core, omegaconf, antlr4-python3-runtime (built from its sdist),
-#   nibabel, pydicom, sigpy, PyWavelets, and nilearn for the MNI152 template that
+#   nibabel, pydicom, finufft (NonCartesianMRI's NUFFT on the CPU; the 114 MB cufinufft wheel does
+#   not fit, so CUDA tensors take a CPU round trip), sigpy, PyWavelets, and nilearn for the MNI152 template that
 #   data_scripts/make_mri_training_set.py reads (device_run.py's train_priors stage; the image has
 #   its scikit-learn, pandas, joblib); tests, test data, headers, static libraries, console
 #   scripts, nilearn's plotting assets and its data other than the T1 template, and __pycache__ pruned.
@@ -37,6 +38,7 @@ PINS=(
   omegaconf==2.3.1
   nibabel==5.4.2
   pydicom==3.0.2
+  finufft==2.5.1
   sigpy==0.1.27
   PyWavelets==1.9.0
   nilearn==0.14.1
