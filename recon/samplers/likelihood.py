@@ -45,6 +45,7 @@ class DataTerm:
             raise ValueError(f"the measurement noise must be > 0 (sigma={sigma}, noise={noise}); the split samplers "
                              "weigh the data by 1 / sigma^2")
         self._aty = physics.adjoint(y) if self.linear else None
+        self.support = getattr(physics, "support", None) if self.linear else None
 
     @functools.cached_property
     def gain(self) -> float:
@@ -76,7 +77,15 @@ class DataTerm:
         for _ in range(steps):
             drift = self.grad(z) + (z - center) / r**2
             z = z - eta * drift + math.sqrt(2 * eta) * gaussian(z.shape, generator, z.device)
-        return z
+        return self.restrict(z)
+
+    def restrict(self, z: Tensor) -> Tensor:
+        """``z`` with its physical image set to 0 outside the operator's ``support`` (e.g.
+        :class:`operators.MultiCoilMRI` with ESPIRiT maps cropped to the object: there the data say
+        nothing, and the prior would paint anatomy, as DDS did before it restricted its images)."""
+        if self.support is None:
+            return z
+        return self.prior.encode(self.prior.decode(z) * self.support).to(z.dtype)
 
     # --- linear models: closed-form Gaussian steps --------------------------------------------
     def solve(self, rhs: Tensor, mu: float, start: Tensor | None, iterations: int) -> Tensor:
@@ -87,12 +96,15 @@ class DataTerm:
         """``argmin_z f(z) + ||z - center||^2 / (2 r^2)`` (``y`` in place of the measurement if given).
 
         In physical units ``x = decode(z)``: ``(A^H A + mu I) x = A^H y + mu decode(center)`` with
-        ``mu = sigma^2 / (r^2 scale^2)``, ``iterations`` of CG started at ``decode(center)``.
+        ``mu = sigma^2 / (r^2 scale^2)``, ``iterations`` of CG started at ``decode(center)``; 0
+        outside the operator's ``support`` (:meth:`restrict`).
         """
         mu = self.sigma**2 / (r**2 * self.scale**2)
         x_center = self.prior.decode(center)
         aty = self._aty if y is None else self.physics.adjoint(y)
         x = self.solve(aty + mu * x_center, mu, x_center, iterations)
+        if self.support is not None:
+            x = x * self.support
         return self.prior.encode(x).to(center.dtype)
 
     def gaussian_draw(self, center: Tensor, r: float, iterations: int, generator: torch.Generator | None) -> Tensor:

@@ -95,4 +95,4 @@ class PiGDM(Sampler):
                              f"lower w (now {self.w:g}), raise noise/sigma or set clamp")
             if callback is not None:
                 callback(i, len(pairs))
-        return prior.decode(z0 + guide)
+        return prior.decode(data.restrict(z0 + guide))

@@ -98,7 +98,7 @@ class PnPDM(Sampler):
                          f"for a nonlinear model lower lr (now {self.lr:g})")
             if callback is not None:
                 callback(k, len(rhos))
-        return prior.decode(x)
+        return prior.decode(data.restrict(x))
 
     def _denoise(self, z: Tensor, rho: float, generator: torch.Generator | None) -> Tensor:
         """A draw of ``p(x0 | x_rho = z)``: ancestral steps from the largest training step with noise <= ``rho``."""
