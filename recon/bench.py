@@ -96,7 +96,7 @@ def bench(cfg: DictConfig, overrides: list[str], command: str = "") -> str:
     if count < 1 or not tasks:
         raise ConfigError("bench: need count >= 1 and at least one task")
     results = {task: bench_task(task, count, overrides) for task in tasks}
-    device = resolve_device(str(load_config(overrides).device))
+    device = resolve_device(str(load_config([f"task={tasks[0]}", *overrides]).device))  # task keys may be overridden
     if device.type == "cuda":
         memory_note = "peak memory: the CUDA allocator's peak during the method"
     elif bytes_in_use() is not None:
