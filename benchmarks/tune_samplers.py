@@ -4,7 +4,14 @@
         --override operator.views=8 --grid samplers.diffpir.noise=0.02,0.05,0.1 samplers.diffpir.zeta=0.3,1.0
 
 Every combination of the ``--grid`` values runs on training cases ``data.split=train
-data.index=i seed=i`` for ``i < count`` (the held-out test split is never used here); prints a
+data.index=i seed=i`` for ``i < count`` (the held-out test split is never used here), or on the
+training data that ``--train`` names, at ``--indices``; for MRI::
+
+    python data_scripts/make_mri_training_set.py --out mri_train.npy --copies 1 --slices-from 60 --slices-to 100
+    python benchmarks/tune_samplers.py --task mri_multicoil --sampler diffpir --override prior=mri_brain \
+        --train data=mri_npy data.path=mri_train.npy --indices 15,25 --grid samplers.diffpir.noise=0.01,0.03
+
+Prints a
 Markdown row per combination: mean PSNR / SSIM, seconds per case and NFE. The chosen settings
 go to the task's sampler config under ``configs/samplers/``.
 """
@@ -29,19 +36,24 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--override", nargs="*", default=[], help="fixed Hydra overrides")
     parser.add_argument("--grid", nargs="*", default=[], help="KEY=V1,V2,... (every combination runs)")
+    parser.add_argument("--train", nargs="*", default=["data.split=train"],
+                        help="overrides that select the training data (default: data.split=train)")
+    parser.add_argument("--indices", default=None, help="training indices, comma-separated (default: 0..count-1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     keys = [item.split("=", 1)[0] for item in args.grid]
     values = [item.split("=", 1)[1].split(",") for item in args.grid]
-    print(f"task {args.task}, sampler {args.sampler}, {args.count} training cases, {' '.join(args.override)}, "
+    indices = [int(i) for i in args.indices.split(",")] if args.indices else list(range(args.count))
+    print(f"task {args.task}, sampler {args.sampler}, training cases {indices} of {' '.join(args.train)}, "
+          f"{' '.join(args.override)}, "
           f"one thread, {time.strftime('%Y-%m-%d')}\n")
     print(f"| {' | '.join(keys) or 'settings'} | PSNR [dB] | SSIM | seconds/case | NFE |")
     print("|" + " --- |" * (max(len(keys), 1) + 4))
     for combo in itertools.product(*values):
         overrides = [f"{k}={v}" for k, v in zip(keys, combo)]
         scores, seconds, nfe = [], [], 0
-        for index in range(args.count):
-            cfg = load_config([f"task={args.task}", f"samplers={args.sampler}", "baselines=[]", "data.split=train",
+        for index in indices:
+            cfg = load_config([f"task={args.task}", f"samplers={args.sampler}", "baselines=[]", *args.train,
                                f"data.index={index}", f"seed={index}", "device=cpu", *args.override, *overrides])
             engine = Engine(cfg, progress=False)
             (name, result), = engine.run().results.items()
