@@ -18,7 +18,7 @@ pytest.importorskip("sigpy")
 METHODS = ("zero_filled", "cg_sense", "l1_wavelet")
 # tiny files: a 10-column fully sampled centre and a 4-wide ESPIRiT kernel
 SMALL = ["mask.center_fraction=0.2", "operator.kernel_width=4", "baselines.l1_wavelet.iterations=10",
-         "device=cpu", "batch_size=2"]
+         "device=cpu", "batch_size=2", "samplers=[]"]  # the task's diffusion sampler: test_batch_sampler.py
 
 
 def add_bad_files(folder, good):

@@ -81,8 +81,14 @@ def test_l1_wavelet_is_scale_equivariant(slice_and_maps):
     assert torch.allclose(method(1e-3 * y, physics), 1e-3 * method(y, physics), atol=1e-6)
 
 
+def test_every_mri_task_runs_its_diffusion_sampler_by_default():
+    for task, sampler in (("mri_multicoil", "diffpir"), ("mri_radial", "dds"), ("mri_spiral", "dds")):
+        cfg = load_config([f"task={task}"])
+        assert cfg.prior.name == "mri-brain-256" and list(cfg.samplers) == [sampler], task
+
+
 def test_task_baselines_come_from_the_config():
-    methods = build_methods(load_config(["task=mri_multicoil"]), torch.device("cpu"))
+    methods = build_methods(load_config(["task=mri_multicoil", "samplers=[]"]), torch.device("cpu"))
     assert list(methods) == ["zero_filled", "cg_sense", "l1_wavelet"]
     assert all(m.nfe == 0 for m in methods.values())
     assert repr(methods["cg_sense"]) == "CGSense(iterations=20, damping=0.01)"

@@ -13,7 +13,7 @@ from recon.app import main
 
 pytest.importorskip("sigpy")
 
-TASK = ["task=mri_multicoil", "device=cpu", "baselines.l1_wavelet.iterations=30"]
+TASK = ["task=mri_multicoil", "device=cpu", "baselines.l1_wavelet.iterations=30", "samplers=[]"]
 FAST = [*TASK, "data.size=64"]
 SCRIPT = Path(__file__).resolve().parents[1] / "data_scripts" / "simulate_fastmri.py"
 
