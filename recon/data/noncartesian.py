@@ -37,7 +37,7 @@ def make_trajectory(kind: str, shape: Sequence[int], spokes: int = 64, samples: 
 
 
 def noncartesian_operator(shape: Sequence[int], trajectory: dict, maps: Tensor | None = None,
-                          kspace: Tensor | None = None, density: str = "analytic", eps: float = 1e-5,
+                          kspace: Tensor | None = None, density: str = "analytic", eps: float = 1e-4,
                           measured_trajectory: Tensor | None = None, calib_width: int = 24) -> NonCartesianMRI:
     """Config factory: :class:`operators.NonCartesianMRI` for images ``shape = (H, W)``.
 
