@@ -32,7 +32,8 @@ from recon.engine import Engine
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="sparse_ct")
-    parser.add_argument("--sampler", required=True, help="a config of the samplers group, e.g. diffpir")
+    parser.add_argument("--sampler", help="a config of the samplers group, e.g. diffpir")
+    parser.add_argument("--baseline", help="tune a baseline instead: a config of the baselines group, e.g. l1_wavelet")
     parser.add_argument("--count", type=int, default=2)
     parser.add_argument("--override", nargs="*", default=[], help="fixed Hydra overrides")
     parser.add_argument("--grid", nargs="*", default=[], help="KEY=V1,V2,... (every combination runs)")
@@ -40,11 +41,14 @@ def main() -> None:
                         help="overrides that select the training data (default: data.split=train)")
     parser.add_argument("--indices", default=None, help="training indices, comma-separated (default: 0..count-1)")
     args = parser.parse_args()
+    if (args.sampler is None) == (args.baseline is None):
+        parser.error("give one of --sampler and --baseline")
+    methods = [f"samplers={args.sampler}", "baselines=[]"] if args.sampler else ["samplers=[]", f"baselines=[{args.baseline}]"]
     torch.set_num_threads(1)
     keys = [item.split("=", 1)[0] for item in args.grid]
     values = [item.split("=", 1)[1].split(",") for item in args.grid]
     indices = [int(i) for i in args.indices.split(",")] if args.indices else list(range(args.count))
-    print(f"task {args.task}, sampler {args.sampler}, training cases {indices} of {' '.join(args.train)}, "
+    print(f"task {args.task}, {args.sampler or args.baseline}, training cases {indices} of {' '.join(args.train)}, "
           f"{' '.join(args.override)}, "
           f"one thread, {time.strftime('%Y-%m-%d')}\n")
     print(f"| {' | '.join(keys) or 'settings'} | PSNR [dB] | SSIM | seconds/case | NFE |")
@@ -53,7 +57,7 @@ def main() -> None:
         overrides = [f"{k}={v}" for k, v in zip(keys, combo)]
         scores, seconds, nfe = [], [], 0
         for index in indices:
-            cfg = load_config([f"task={args.task}", f"samplers={args.sampler}", "baselines=[]", *args.train,
+            cfg = load_config([f"task={args.task}", *methods, *args.train,
                                f"data.index={index}", f"seed={index}", "device=cpu", *args.override, *overrides])
             engine = Engine(cfg, progress=False)
             (name, result), = engine.run().results.items()
