@@ -131,18 +131,21 @@ class L1Wavelet:
     ``lam`` trades PSNR for SSIM (4e-3: -1 dB at 4x, +0.1 SSIM).
 
     Non-Cartesian data: sigpy's NUFFT at the operator's trajectory (``coord`` in pixels, ``k N /
-    2 pi``) with the density as ``weights`` (sigpy applies their square root to the residual),
-    and ``s = max |A^H W y|`` (the gridding image).
+    2 pi``) with the density as ``weights`` (sigpy applies their square root to the residual;
+    ``weighted=False``: the plain least squares, as BART's ``pics``), and ``s = max |A^H W y|``
+    (the gridding image; ``max |A^H y|`` unweighted, which grows with the sample count as the
+    data term does, so one ``lam`` serves any number of spokes).
     """
 
     nfe = 0
 
-    def __init__(self, lam: float = 1e-3, iterations: int = 100, wavelet: str = "db4"):
+    def __init__(self, lam: float = 1e-3, iterations: int = 100, wavelet: str = "db4", weighted: bool = True):
         if lam < 0 or iterations < 1:
             raise ValueError("L1Wavelet needs lam >= 0 and iterations >= 1")
         self.lam = float(lam)
         self.iterations = int(iterations)
         self.wavelet = wavelet
+        self.weighted = bool(weighted)
 
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: MultiCoilMRI, **_: object) -> Tensor:
@@ -155,9 +158,10 @@ class L1Wavelet:
         maps = physics.sens_maps.expand(batch, -1, -1, -1).cpu().numpy()
         if hasattr(physics, "trajectory"):
             coord = physics.trajectory.double().cpu().numpy() * (np.array([height, width]) / (2 * np.pi))
-            weights = _weights(physics)
+            weights = _weights(physics) if self.weighted else None
             masks = [None if weights is None else weights.cpu().numpy()] * batch
-            scales = Gridding()(y, physics).abs().flatten(1).amax(dim=1).cpu().numpy()
+            reference = Gridding()(y, physics) if weights is not None else physics.adjoint(y)
+            scales = reference.abs().flatten(1).amax(dim=1).cpu().numpy()
         else:
             coord = None
             masks = torch.broadcast_to(physics.mask, (batch, 1, height, width))[:, 0].cpu().numpy()
