@@ -83,7 +83,7 @@ def test_fastmri_slice_uses_the_files_kspace_and_espirit(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    (["samplers=dds"], "needs a prior"),
+    (["~prior", "samplers=dds"], "needs a prior"),
     (["data.index=9"], "data.index=9"),
     (["mask.kind=spiral"], "spiral"),
     (["mask.acceleration=1"], "acceleration"),
