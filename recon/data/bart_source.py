@@ -58,7 +58,7 @@ class BartScan:
     image: Tensor
     pixel_size_cm: float
     name: str
-    maps: Tensor
+    maps: Tensor | None
     kspace: Tensor
     mask: Tensor | None = None
     trajectory: Tensor | None = None
@@ -68,13 +68,15 @@ class BartScan:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        return replace(self, image=self.image.to(device), maps=self.maps.to(device), kspace=self.kspace.to(device),
+        return replace(self, image=self.image.to(device), maps=move(self.maps), kspace=self.kspace.to(device),
                        mask=move(self.mask), trajectory=move(self.trajectory))
 
     def operator_inputs(self, factory: Callable[..., Any] | None = None) -> dict[str, Any]:
-        """``shape`` (H, W), ``maps`` and ``mask`` (Cartesian) or ``measured_trajectory``: those
-        that ``factory`` takes (:func:`recon.data.sources.accepted_inputs`; all without one)."""
-        inputs: dict[str, Any] = {"shape": tuple(self.maps.shape[-2:]), "maps": self.maps}
+        """``shape`` (H, W), ``maps`` (or, without maps, the scan's ``kspace`` for the operator factory
+        to estimate them from its centre by ESPIRiT) and ``mask`` (Cartesian) or
+        ``measured_trajectory``: those that ``factory`` takes (:func:`recon.data.sources.accepted_inputs`)."""
+        inputs: dict[str, Any] = {"shape": tuple(self.image.shape[-2:])}
+        inputs.update({"maps": self.maps} if self.maps is not None else {"kspace": self.kspace})
         if self.trajectory is None:
             inputs["mask"] = self.mask
         else:
@@ -124,37 +126,54 @@ def _stand_in(kspace: Tensor, trajectory: Tensor | None, shape: tuple[int, int])
     return coils.abs().square().sum(dim=0).sqrt()[None, None].to(torch.float32)
 
 
-def bart_scan(kspace: str, maps: str, trajectory: str | None = None, reference: str | None = None,
-              pixel_size_cm: float = 0.1) -> BartScan:
+def _image_size(maps: Tensor | None, reference: Tensor | None, shape: list[int] | None, kspace: str) -> tuple[int, int]:
+    """``(H, W)`` of a non-Cartesian scan: the maps', else the reference's, else ``shape``."""
+    for source in (maps, reference):
+        if source is not None:
+            return tuple(source.shape[-2:])
+    if shape is None or len(shape) != 2 or min(int(n) for n in shape) < 8:
+        raise ConfigError(f"data=bart: the non-Cartesian scan {kspace} has no coil maps and no reference to take the "
+                          f"image size from; set data.shape=[H,W] (got {shape})")
+    return int(shape[0]), int(shape[1])
+
+
+def bart_scan(kspace: str, maps: str | None = None, trajectory: str | None = None, reference: str | None = None,
+              pixel_size_cm: float = 0.1, shape: list[int] | None = None) -> BartScan:
     """The scan of the BART arrays ``kspace`` and ``maps`` (base paths, ``.cfl``/``.hdr`` optional),
     non-Cartesian with the ``trajectory`` array, scored against ``reference`` ``(H, W)`` (else
     a labelled stand-in; module docstring). ``pixel_size_cm`` only sets the NIfTI spacing.
+    Without ``maps`` the operator estimates them from the scan's own centre (ESPIRiT); the image
+    size then comes from the Cartesian k-space, or, for non-Cartesian scans, from ``shape``
+    ``[H, W]`` or the reference.
 
     InputError (naming the file) for a missing or malformed file, k-space whose coils or
     ``(H, W)`` differ from the maps', a trajectory whose samples and spokes differ from the
     k-space's, or a reference of another size than the maps.
     """
-    coil_maps = _read(maps, from_bart_coils)
-    coils, shape = coil_maps.shape[0], tuple(coil_maps.shape[-2:])
+    coil_maps = None if maps is None else _read(maps, from_bart_coils)
+    ref = None if reference is None else _read(reference, from_bart_image)
     traj = None
     if trajectory is None:
         data = _read(kspace, from_bart_coils)
-        if tuple(data.shape[-2:]) != shape:
-            raise InputError(kspace, f"Cartesian k-space is {tuple(data.shape[-2:])} (H, W) but the maps "
-                                     f"{maps} are {shape}")
+        size = tuple(data.shape[-2:])
     else:
         data = _read(kspace, kspace_from_bart_noncart)
-        traj = _read(trajectory, trajectory_from_bart, shape)
+        size = _image_size(coil_maps, ref, shape, kspace)
+        traj = _read(trajectory, trajectory_from_bart, size)
         if tuple(traj.shape[:2]) != tuple(data.shape[1:]):
             raise InputError(trajectory, f"has {traj.shape[1]} samples x {traj.shape[0]} spokes but the k-space "
                                          f"{kspace} has {data.shape[2]} samples x {data.shape[1]} spokes")
+    coils = data.shape[0] if coil_maps is None else coil_maps.shape[0]
+    shape = size if coil_maps is None else tuple(coil_maps.shape[-2:])
+    if trajectory is None and size != shape:
+        raise InputError(kspace, f"Cartesian k-space is {size} (H, W) but the maps {maps} are {shape}")
     if data.shape[0] != coils:
         raise InputError(kspace, f"has {data.shape[0]} coils but the maps {maps} have {coils}")
     name, units = str(kspace), "a.u."
-    if reference is not None:
-        image = _read(reference, from_bart_image)
+    if ref is not None:
+        image = ref
         if tuple(image.shape) != shape:
-            raise InputError(reference, f"is {tuple(image.shape)} but the maps {maps} are {shape}")
+            raise InputError(reference, f"is {tuple(image.shape)} but the scan's images are {shape}")
         if not bool(image.imag.any()):
             image = image.real.contiguous()  # a magnitude reference (e.g. an RSS image) stays real
         image = image[None, None]
