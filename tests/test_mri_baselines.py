@@ -82,7 +82,7 @@ def test_l1_wavelet_is_scale_equivariant(slice_and_maps):
 
 
 def test_every_mri_task_runs_its_diffusion_sampler_by_default():
-    for task, sampler in (("mri_multicoil", "diffpir"), ("mri_radial", "dds"), ("mri_spiral", "dds")):
+    for task, sampler in (("mri_multicoil", "diffpir"), ("mri_radial", "diffpir"), ("mri_spiral", "diffpir")):
         cfg = load_config([f"task={task}"])
         assert cfg.prior.name == "mri-brain-256" and list(cfg.samplers) == [sampler], task
 
