@@ -155,15 +155,17 @@ def test_cartesian_bart_folder_reproduces_the_runs_scores(cartesian_run, tmp_pat
 
 
 def test_without_maps_they_come_from_the_scans_centre(radial_run, cartesian_run, tmp_path, capsys):
-    """A scan with k-space and trajectory only: ESPIRiT on its own gridded centre gives maps good
-    enough that CG-SENSE stays within 3 dB of the run with the true maps."""
+    """A scan with k-space and trajectory only: ESPIRiT on its own gridded centre gives maps with
+    which CG-SENSE does at least as well as with the true maps."""
     bart = radial_run / "bart"
     files = [f"data.kspace={bart / 'kspace'}", f"data.trajectory={bart / 'traj'}"]
     again = tmp_path / "again"
     assert main(["run", *RADIAL, "data=bart", *files, f"data.reference={bart / 'truth'}", "operator.calib_width=16",
                  f"hydra.run.dir={again}"]) == 0
     before, after = psnrs(radial_run), psnrs(again)
-    assert after["cg_sense"] > before["cg_sense"] - 3, (before, after)
+    # measured 40.1 against 37.9 dB: ESPIRiT's maps are cropped to the object, so CG-SENSE leaves no
+    # noise in the background that the true (everywhere non-zero) maps let in
+    assert after["cg_sense"] > before["cg_sense"] + 1, (before, after)
     # without a reference or maps the image size must be given
     assert main(["run", *RADIAL, "data=bart", *files, f"hydra.run.dir={tmp_path / 'x'}"]) == 2
     assert "data.shape=[H,W]" in capsys.readouterr().err

@@ -193,9 +193,9 @@ def test_dds_clamp_projects_onto_the_prior_range():
     assert x.min() >= -0.5 - 1e-6 and x.max() <= 0.5 + 1e-6
 
 
-def test_dds_restricts_the_image_to_the_coil_support():
-    """Where no coil sees the image (ESPIRiT maps cropped to the object) the data say nothing:
-    DDS must not leave the prior's anatomy there."""
+def support_problem():
+    """``(prior, physics, y)``: a complex 4 x 4 Gaussian prior around 1 and two coils whose maps
+    are 0 in column 0, where no coil sees the image (as ESPIRiT maps cropped to the object)."""
     from operators import MultiCoilMRI
 
     norm = Normalization(scale=1.0, complex_channels=True)
@@ -203,7 +203,12 @@ def test_dds_restricts_the_image_to_the_coil_support():
     maps = torch.ones(2, 4, 4, dtype=torch.complex64) / math.sqrt(2)
     maps[:, :, 0] = 0
     physics = MultiCoilMRI(maps, torch.ones(4))
-    y = physics(torch.ones(1, 1, 4, 4, dtype=torch.complex64))
+    return prior, physics, physics(torch.ones(1, 1, 4, 4, dtype=torch.complex64))
+
+
+def test_dds_restricts_the_image_to_the_coil_support():
+    """Where no coil sees the image the data say nothing: DDS must not leave the prior's anatomy there."""
+    prior, physics, y = support_problem()
     x = DDS(prior, steps=10)(y, physics, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x[..., 0], torch.zeros_like(x[..., 0]))
     assert float(x[..., 1:].abs().min()) > 0.5

@@ -14,7 +14,7 @@ import torch
 from operators import MatrixOperator
 from recon.samplers import DAPS, SAMPLERS, DiffPIR, PiGDM, PnPDM
 from recon.samplers.likelihood import DataTerm
-from test_samplers import draws, problem, score, unet_problem
+from test_samplers import draws, problem, score, support_problem, unet_problem
 
 GOOD, BAD = 0.3, 0.8
 MAKE = {
@@ -160,15 +160,7 @@ def test_non_finite_values_stop_with_one_line(name):
 @pytest.mark.parametrize("name", list(MAKE))
 def test_images_are_zero_outside_the_coil_support(name):
     """As DDS (test_samplers.py): where no coil sees the image the split samplers leave 0, not the prior's anatomy."""
-    from operators import MultiCoilMRI
-    from priors import GaussianPrior, Normalization
-
-    norm = Normalization(scale=1.0, complex_channels=True)
-    prior = GaussianPrior(torch.ones(32), torch.eye(32, dtype=torch.float64), shape=(2, 4, 4), normalization=norm)
-    maps = torch.ones(2, 4, 4, dtype=torch.complex64) / math.sqrt(2)
-    maps[:, :, 0] = 0
-    physics = MultiCoilMRI(maps, torch.ones(4))
-    y = physics(torch.ones(1, 1, 4, 4, dtype=torch.complex64))
+    prior, physics, y = support_problem()
     x = MAKE[name](prior)(y, physics, generator=torch.Generator().manual_seed(0))
     assert torch.equal(x[..., 0], torch.zeros_like(x[..., 0]))
     assert float(x[..., 1:].abs().mean()) > 0.5

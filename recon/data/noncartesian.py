@@ -58,8 +58,11 @@ def noncartesian_operator(shape: Sequence[int], trajectory: dict, maps: Tensor |
     kind = dict(trajectory).get("kind")
     if density == "analytic" and kind != "radial":
         raise ConfigError(f"operator.density=analytic is for radial trajectories; use pipe_menon for {kind}")
-    weights = {"analytic": lambda: radial_density(traj, shape), "pipe_menon": lambda: pipe_menon_density(traj, shape),
-               "none": lambda: None}[density]()
+    weights = None
+    if density == "analytic":
+        weights = radial_density(traj, shape)
+    elif density == "pipe_menon":
+        weights = pipe_menon_density(traj, shape)
     if maps is None:
         maps = _maps_from_scan(kspace, traj, shape, calib_width, weights)
     return NonCartesianMRI(torch.as_tensor(maps), traj, density=weights, eps=eps)
