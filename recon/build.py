@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, ReconError
 
@@ -105,9 +105,27 @@ def build_methods(cfg: DictConfig, device: torch.device, progress: bool = True) 
     prior = (build_prior(cfg.prior, device, str(cfg.get("precision", "fp32")), cfg.get("compile", False))
              if samplers else None)
     for name, (node, key) in samplers.items():
+        adapt = node.get("adapt")  # Steerable Conditional Diffusion around the sampler (recon.samplers.steerable)
+        if adapt is not None:
+            node = OmegaConf.masked_copy(node, [k for k in node if k != "adapt"])
         sampler = instantiate(node, key, prior=prior)
+        if adapt is not None:
+            sampler = steer(sampler, adapt, f"{key}.adapt")
         methods[name] = WithProgress(sampler, name) if progress else sampler
     return methods
+
+
+def steer(sampler: Any, adapt: DictConfig, key: str) -> Any:
+    """``sampler`` wrapped in :class:`~recon.samplers.Steerable` with the ``adapt`` settings
+    (``rank``, ``steps``, ``lr``, ``every``, ...); a bad setting is one line naming ``key``."""
+    from .samplers import Steerable
+
+    if not isinstance(adapt, DictConfig):
+        raise ConfigError(f"{key}: expected settings such as {{rank: 4, steps: 2, lr: 1e-3, every: 10}}, got {adapt}")
+    try:
+        return Steerable(sampler, **OmegaConf.to_container(adapt, resolve=True))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 class WithProgress:

@@ -15,8 +15,9 @@ from .pnp_dm import PnPDM
 from .red_diff import REDDiff
 from .registry import SAMPLERS
 from .safety import NonFiniteError
+from .steerable import Steerable
 from .volume import DDS3D, SliceCoupled
 
 __all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "NonFiniteError", "PiGDM", "PnPDM", "REDDiff",
            "SAMPLERS",
-           "SliceCoupled"]
+           "SliceCoupled", "Steerable"]
