@@ -1,4 +1,5 @@
-"""What a run leaves behind: its files (arrays, NIfTI, metrics.json, config, panel) and its tables.
+"""What a run leaves behind: its files (arrays, NIfTI, DICOM series for DICOM input, metrics.json,
+config, panel) and its tables.
 
 One table formatter serves ``run`` (one row per method), ``bench`` and the benchmark scripts
 (mean ± sd over cases): columns are declared once (:data:`SCORES`), and the optional ones
@@ -102,6 +103,7 @@ def write_run(run_dir: Path, cfg: DictConfig, outcome: Outcome) -> dict[str, Any
     content."""
     from .io.atomic import save_json, save_npy
     from .io.bart_run import BART_FOLDER, write_bart_run
+    from .io.dicom_write import write_dicom_series
     from .io.images import save_nifti
     from .panel import save_panel, save_volume_panel
 
@@ -110,12 +112,16 @@ def write_run(run_dir: Path, cfg: DictConfig, outcome: Outcome) -> dict[str, Any
     thickness_cm = getattr(source, "slice_thickness_cm", None) or source.pixel_size_cm
     spacing_mm = (10 * source.pixel_size_cm, 10 * source.pixel_size_cm, 10 * thickness_cm)
     truth_np = truth.cpu().numpy()
+    dicom = getattr(source, "dicom", None)  # the source's DICOM geometry: results go back as DICOM series too
     save_npy(run_dir / "ground_truth.npy", truth_np)
     save_npy(run_dir / "measurement.npy", y.cpu().numpy())
     for name, res in results.items():
         image = res.image.cpu().numpy()
         save_npy(run_dir / f"recon_{name}.npy", image)
         save_nifti(run_dir / f"recon_{name}.nii.gz", magnitude(image[0, 0]), spacing=spacing_mm)
+        if dicom is not None:
+            write_dicom_series(run_dir / f"recon_{name}_dicom", magnitude(image[0, 0]), geometry=dicom,
+                               description=f"recon {cfg.task.name} {name}")
         if res.std is not None:
             save_npy(run_dir / f"std_{name}.npy", res.std.cpu().numpy())
             save_npy(run_dir / f"samples_{name}.npy", res.samples.cpu().numpy())

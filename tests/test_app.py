@@ -76,8 +76,8 @@ def test_file_input_and_overrides(tmp_path, capsys):
 
     path = tmp_path / "truth.npy"
     np.save(path, make_phantom("head", "test", 2, 48))
-    code, out, _ = run_cli(["run", "data=file", f"data.path={path}", "operator.views=8", "baselines=[fbp]", "samplers=[]",
-                            f"hydra.run.dir={tmp_path / 'out'}"], capsys)
+    code, out, _ = run_cli(["run", "data=file", f"data.path={path}", "data.pixel_size_cm=0.52", "operator.views=8",
+                            "baselines=[fbp]", "samplers=[]", f"hydra.run.dir={tmp_path / 'out'}"], capsys)
     assert code == 0, out
     assert np.load(tmp_path / "out" / "measurement.npy").shape[2] == 8
     assert "fbp" in out and "PSNR" in out

@@ -11,6 +11,8 @@ one; MRI sources are in :mod:`recon.data.mri_sources`.
 from __future__ import annotations
 
 import inspect
+import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,13 +41,17 @@ def accepted_inputs(inputs: Mapping[str, Any], factory: Callable[..., Any] | Non
 @dataclass
 class GroundTruth:
     """A ground-truth image ``(1, 1, N, N)`` or volume ``(1, 1, D, N, N)`` float32 in attenuation
-    units (1/cm); ``slice_thickness_cm`` for volumes."""
+    units (1/cm) on square pixels of ``pixel_size_cm``; ``slice_thickness_cm`` (the distance
+    between slices) for volumes; ``dicom``, the source's
+    :class:`~recon.io.dicom_read.DicomGeometry` when it was DICOM (a derived series is written
+    back on it), else None."""
 
     image: Tensor
     pixel_size_cm: float
     name: str
     units: str = "1/cm"
     slice_thickness_cm: float | None = None
+    dicom: Any = None
 
     def to(self, device: torch.device) -> "GroundTruth":
         return replace(self, image=self.image.to(device))
@@ -81,19 +87,59 @@ def phantom(kind: str = "mixed", split: str = "test", index: int = 0, size: int 
 
 
 def image_file(path: str, slice_index: int | None = None, units: str = "attenuation",
-               field_of_view_cm: float | None = None, pixel_size_cm: float = 0.2) -> GroundTruth:
-    """A ground-truth slice read from ``.npy``, ``.nii``/``.nii.gz`` or a DICOM CT file.
+               field_of_view_cm: float | None = None, pixel_size_cm: float | None = None) -> GroundTruth:
+    """A ground-truth slice read from ``.npy``, ``.nii``/``.nii.gz``, a DICOM CT file or a folder
+    holding one DICOM CT series (slice ``slice_index``, default the middle one).
 
-    The pixel size is ``field_of_view_cm / N`` when a field of view is given, else
-    ``pixel_size_cm``.
+    The pixel size is the file's (DICOM PixelSpacing, NIfTI zooms) unless ``field_of_view_cm``
+    (over the padded square's ``N`` pixels) or ``pixel_size_cm`` is given, which override it
+    (with a warning when they differ from the file's by more than 1 %). A file that records no
+    pixel size (``.npy``) needs one of them; non-square pixels are refused.
     """
-    from ..io.images import load_image
+    from ..io.images import read_slice
 
-    image = load_image(path, slice_index=slice_index, units=units)
-    square = _as_square(image, path)
-    size = square.shape[-1]
-    pixel = field_of_view_cm / size if field_of_view_cm else pixel_size_cm
-    return GroundTruth(square, pixel, str(path))
+    scan = read_slice(path, slice_index=slice_index, units=units)
+    square = _as_square(scan.image, path)
+    given = None if field_of_view_cm is None else _positive("data.field_of_view_cm", field_of_view_cm) / square.shape[-1]
+    pixel = chosen_size_cm(path, "pixel size", "data.pixel_size_cm=CM (or data.field_of_view_cm=CM)",
+                           given if given is not None else pixel_size_cm, square_pixel_cm(path, scan.spacing_mm))
+    return GroundTruth(square, pixel, str(path), dicom=scan.dicom)
+
+
+def square_pixel_cm(path: object, spacing_mm: tuple[float, float] | None) -> float | None:
+    """The side in cm of a file's square pixels, ``spacing_mm`` ``(row, column)``; None when the
+    file records none; :class:`InputError` for non-square pixels (resample them first)."""
+    if spacing_mm is None:
+        return None
+    row, col = spacing_mm
+    if abs(row - col) > 1e-3 * max(row, col):
+        raise InputError(path, f"non-square pixels ({row:g} mm between rows, {col:g} mm between columns); "
+                               "resample to square pixels first, e.g. to a .npy given data.pixel_size_cm")
+    return (row + col) / 20.0
+
+
+def chosen_size_cm(path: object, what: str, hint: str, given: float | None, from_file: float | None) -> float:
+    """``given`` (a config value, cm) when set, warning when it differs from the file's by more
+    than 1 %; else the file's; :class:`InputError` when neither exists, saying how to give it."""
+    if given is not None:
+        given = _positive(hint.split("=")[0], given)
+        if from_file is not None and abs(given / from_file - 1.0) > 0.01:
+            warnings.warn(f"{path}: the given {what} {given:g} cm overrides the file's {from_file:g} cm "
+                          f"({100 * (given / from_file - 1):+.0f} %)", UserWarning, stacklevel=3)
+        return given
+    if from_file is None:
+        raise InputError(path, f"the file records no {what}; give it with {hint}")
+    return float(from_file)
+
+
+def _positive(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a positive number of cm, got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ConfigError(f"{key} must be a positive number of cm, got {value!r}")
+    return number
 
 
 def _as_square(image: np.ndarray, source: str) -> Tensor:

@@ -4,7 +4,8 @@ A volume is built from a held-out (or training) 2D head phantom of :mod:`recon.d
 slice ``k`` at height ``z_k`` is that head scaled by ``s(z) = sqrt(1 - (z / H)^2)`` about a
 centre that drifts with ``z`` (a skull-like ellipsoid of half-height ``H``), so contours,
 ventricles and texture move smoothly from slice to slice; 1-3 ellipsoidal low-contrast lesions
-span several slices. Attenuation in 1/cm, shape ``(D, N, N)``.
+span several slices. Attenuation in 1/cm, shape ``(D, N, N)``. :func:`volume_file` reads a user's
+volume (DICOM series folder, NIfTI, ``.npy``) at the scale its file records.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .phantoms import HEAD_FOV_CM, MU_WHITE_MATTER, SPLITS, make_phantom
-from .sources import GroundTruth
+from .sources import GroundTruth, chosen_size_cm, square_pixel_cm
 
 __all__ = ["head_volume", "phantom_volume", "volume_file"]
 
@@ -69,14 +70,24 @@ def phantom_volume(split: str = "test", index: int = 0, size: int = 128, depth: 
 
 def volume_file(path: str, units: str = "attenuation", pixel_size_cm: float | None = None,
                 slice_thickness_cm: float | None = None) -> GroundTruth:
-    """A CT volume from a NIfTI file (``(D, N, N)`` axial slices; HU converted with ``units="hu"``).
+    """A CT volume of square axial slices ``(D, N, N)`` from a DICOM series folder, a NIfTI file
+    or a ``.npy`` array (HU converted with ``units="hu"``; DICOM is always HU).
 
-    Pixel size and slice thickness default to the file's voxel spacing.
+    Pixel size and slice distance are the file's (DICOM PixelSpacing and slice positions, NIfTI
+    zooms) unless given, which overrides them (with a warning beyond 1 %); a file that records
+    none (``.npy``) needs both given.
     """
-    from ..io.images import load_volume
+    from ..io.images import read_volume
 
-    volume, spacing_mm = load_volume(path, units=units)
+    scan = read_volume(path, units=units)
+    volume = scan.image
     if volume.shape[1] != volume.shape[2]:
-        raise ConfigError(f"data: {path}: slices must be square, got {volume.shape[1:]}")
-    return GroundTruth(torch.from_numpy(volume)[None, None], pixel_size_cm or spacing_mm[0] / 10, str(path),
-                       slice_thickness_cm=slice_thickness_cm or spacing_mm[2] / 10)
+        raise InputError(path, f"slices must be square, got {volume.shape[1]}x{volume.shape[2]} pixels")
+    pixel = chosen_size_cm(path, "pixel size", "data.pixel_size_cm=CM", pixel_size_cm,
+                           square_pixel_cm(path, scan.spacing_mm))
+    file_slice = scan.slice_mm / 10 if scan.slice_mm else None
+    if file_slice is None and scan.dicom is not None and scan.dicom.slice_thickness_mm:
+        file_slice = scan.dicom.slice_thickness_mm / 10  # one slice: its thickness
+    thickness = chosen_size_cm(path, "slice distance", "data.slice_thickness_cm=CM", slice_thickness_cm, file_slice)
+    return GroundTruth(torch.from_numpy(volume)[None, None], pixel, str(path), slice_thickness_cm=thickness,
+                       dicom=scan.dicom)
