@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .base import LinearOperator
 
-__all__ = ["Downsampling", "SeparableOperator", "area_matrix", "bicubic_matrix", "downsampling"]
+__all__ = ["Downsampling", "Resize", "SeparableOperator", "area_matrix", "bicubic_matrix", "downsampling", "resize_matrix"]
 
 
 class SeparableOperator(LinearOperator):
@@ -93,3 +93,40 @@ def downsampling(image_size: int, factor: int = 4, mode: str = "area") -> Downsa
     """Downsampling of ``(B, 1, N, N)`` images, ``N = image_size`` pixels, by ``factor``
     (super-resolution)."""
     return Downsampling((1, image_size, image_size), factor, mode)
+
+
+def resize_matrix(n_out: int, n_in: int) -> Tensor:
+    """``(n_out, n_in)`` float64 resampling of a row of ``n_in`` cells onto ``n_out`` cells of the same
+    extent (cell centres: input ``j + 1/2`` of ``n_in``, output ``i + 1/2`` of ``n_out``).
+
+    Enlarging (``n_out > n_in``): linear interpolation between input centres, constant beyond
+    the outer ones. Shrinking: each output is the mean of the input over its cell (exact
+    overlap lengths), so no aliasing. Rows sum to 1 either way (constants are kept).
+    """
+    if n_out < 1 or n_in < 1:
+        raise ValueError(f"sizes must be positive, got {n_out} and {n_in}")
+    if n_out > n_in:
+        position = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5).clamp(0, n_in - 1)
+        left = position.floor().long().clamp(max=n_in - 2) if n_in > 1 else position.long()
+        frac = position - left
+        out = torch.zeros(n_out, n_in, dtype=torch.float64)
+        rows = torch.arange(n_out)
+        out[rows, left] += 1 - frac
+        if n_in > 1:
+            out[rows, left + 1] += frac
+        return out
+    edges_out = torch.arange(n_out + 1, dtype=torch.float64) * n_in / n_out  # in input cell units
+    edges_in = torch.arange(n_in + 1, dtype=torch.float64)
+    overlap = (torch.minimum(edges_out[1:, None], edges_in[None, 1:])
+               - torch.maximum(edges_out[:-1, None], edges_in[None, :-1])).clamp(min=0)
+    return overlap / overlap.sum(dim=1, keepdim=True)
+
+
+class Resize(SeparableOperator):
+    """Resampling of ``(B, C, h, w)`` images onto ``(B, C, H, W)`` covering the same field of view
+    (:func:`resize_matrix` along each axis); the adjoint is exact (the transposes)."""
+
+    def __init__(self, in_shape: Sequence[int], out_size: Sequence[int]):
+        channels, height, width = (int(s) for s in in_shape)
+        out_h, out_w = (int(s) for s in out_size)
+        super().__init__(resize_matrix(out_h, height), resize_matrix(out_w, width), channels)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from .build import Method, build_methods, instantiate, resolve_device
 from .errors import ConfigError
+from .grid import on_prior_grid
 from .measure import PeakMemory, synchronize
 from .metrics import evaluate
 
@@ -160,8 +161,9 @@ def noise_estimates(case: Case, results: dict[str, MethodResult]) -> dict[str, t
 class Engine:
     """One configured case, ready to run: ``Engine(cfg)`` resolves the device, seeds one generator
     with ``cfg.seed``, simulates the measurement and builds the methods (unless ``methods`` are
-    given, e.g. reused across cases), so that every configuration or input error surfaces before
-    any method runs; :meth:`run` then runs and scores each method."""
+    given, e.g. reused across cases; a sampler whose prior learned another pixel size runs on that
+    grid, :mod:`recon.grid`), so that every configuration or input error surfaces before any
+    method runs; :meth:`run` then runs and scores each method."""
 
     def __init__(self, cfg: DictConfig, methods: dict[str, Method] | None = None, *,
                  device: torch.device | None = None, progress: bool = True):
@@ -170,6 +172,7 @@ class Engine:
         self.generator = torch.Generator(device=self.device).manual_seed(int(cfg.seed))
         self.case = simulate(cfg, self.device, self.generator)
         self.methods = build_methods(cfg, self.device, progress=progress) if methods is None else methods
+        self.methods = on_prior_grid(self.methods, self.case.truth, float(self.case.source.pixel_size_cm))
         if not self.methods:
             raise ConfigError("nothing to run: no baselines and no sampler configured")
 
