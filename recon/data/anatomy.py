@@ -89,7 +89,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], correlation_
     spectrum = np.fft.rfftn(rng.standard_normal(shape))
     freqs = np.meshgrid(*[np.fft.fftfreq(n) for n in shape[:-1]], np.fft.rfftfreq(shape[-1]), indexing="ij")
     spectrum *= np.exp(-2.0 * (np.pi * correlation_px) ** 2 * sum(f**2 for f in freqs))
-    field = np.fft.irfftn(spectrum, s=shape)
+    field = np.fft.irfftn(spectrum, s=shape, axes=tuple(range(len(shape))))
     return field / max(field.std(), 1e-12)
 
 
