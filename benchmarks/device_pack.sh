@@ -12,7 +12,7 @@
 #   (the real cuFFT 11 wheel is ~200 MB: astra's FFT-based CUDA FBP/FDK then fail, its
 #   projectors work), hydra-core, omegaconf, antlr4-python3-runtime (built from its sdist),
 #   nibabel, pydicom, finufft (NonCartesianMRI's NUFFT on the CPU; the 114 MB cufinufft wheel does
-#   not fit, so CUDA tensors take a CPU round trip), sigpy, PyWavelets, and nilearn for the MNI152 template that
+#   not fit, so CUDA tensors take a CPU round trip), sigpy, PyWavelets, and nilearn for the MNI152 template (T1, grey and white matter) that
 #   data_scripts/make_mri_training_set.py reads (device_run.py's train_priors stage; the image has
 #   its scikit-learn, pandas, joblib); tests, test data, headers, static libraries, console
 #   scripts, nilearn's plotting assets and its data other than the T1 template, and __pycache__ pruned.
@@ -85,8 +85,8 @@ find "$SITE/nvidia" -name __init__.py -delete   # a namespace portion: never sha
 rm -rf "$SITE"/nvidia_cuda_runtime_cu12-*.dist-info  # its files are pruned; astra finds the library by RUNPATH
 rm -rf "$SITE/pywt/tests" "$SITE/pydicom/data/test_files"
 find "$SITE/nibabel" "$SITE/nilearn" -type d -name tests -prune -exec rm -rf {} +
-rm -rf "$SITE/nilearn/_assets" "$SITE"/nilearn/datasets/data/{fsaverage5,image_10426.nii.gz,test.mgz,mmap.dat} \
-  "$SITE"/nilearn/datasets/data/mni_icbm152_{gm,wm}_tal_nlin_sym_09a_converted.nii.gz
+# the T1, grey- and white-matter maps stay: the anatomical CT phantoms (recon.data.anatomy) use all three
+rm -rf "$SITE/nilearn/_assets" "$SITE"/nilearn/datasets/data/{fsaverage5,image_10426.nii.gz,test.mgz,mmap.dat}
 find "$SITE" -type d -name __pycache__ -prune -exec rm -rf {} +
 find "$SITE/astra" "$SITE/pywt" -name '*.so*' -exec strip --strip-debug {} +
 
