@@ -30,7 +30,11 @@ Args:
     steps: Adam steps per adapted timestep (0: no adaptation).
     lr: Adam learning rate (one optimiser for the whole run, as the reference).
     every: adapt at every ``every``-th sampling step (the first included) ...
-    last: ... and at the last ``last`` steps.
+    last: ... and at the last ``last`` steps,
+    below: ... of those only the steps whose input noise ``sqrt((1 - abar_t) / abar_t)`` (model
+        units, :func:`~recon.samplers.common.noise_level`) is at most ``below`` (default: all).
+        Adapting the network to the data while its Tweedie estimate is still a blur of the
+        noise level fits the blur, not the anatomy.
     layers: ``fnmatch`` patterns of the layers to adapt (default: residual and attention blocks).
     alpha: LoRA scaling numerator (update scaled by ``alpha / rank``; default ``rank``).
     cg_iterations: CG iterations of the data step inside the loss (0: the Tweedie estimate itself).
@@ -51,7 +55,7 @@ from torch import Tensor
 from priors import DiffusionPrior
 from priors.lora import lora_parameters, with_lora
 
-from .common import operator_norm, step_pairs
+from .common import noise_level, operator_norm, step_pairs
 from .dds import CGDataStep
 
 
@@ -96,10 +100,12 @@ class Steerable:
 
     def __init__(self, sampler: Any, rank: int = 4, steps: int = 2, lr: float = 1e-3, every: int = 10,
                  last: int = 4, layers: Sequence[str] | None = None, alpha: float | None = None,
-                 cg_iterations: int = 0, gamma: float = 1.0, seed: int = 0):
+                 cg_iterations: int = 0, gamma: float = 1.0, below: float = math.inf, seed: int = 0):
         if not isinstance(getattr(sampler, "prior", None), DiffusionPrior) or not hasattr(sampler, "steps"):
             raise TypeError(f"Steerable needs a sampler with a DiffusionPrior `prior` and `steps`, "
                             f"got {type(sampler).__name__}")
+        if not below > 0:
+            raise ValueError(f"adapt.below must be > 0 (a noise level in model units), got {below}")
         if steps < 0 or every < 1 or last < 0 or rank < 1 or not lr > 0 or cg_iterations < 0 or gamma < 0:
             raise ValueError(f"adapt needs rank >= 1, steps >= 0, lr > 0, every >= 1, last >= 0, "
                              f"cg_iterations >= 0, gamma >= 0; got rank={rank}, steps={steps}, lr={lr}, "
@@ -108,6 +114,7 @@ class Steerable:
         self.rank, self.adapt_steps, self.lr, self.every, self.last = int(rank), int(steps), float(lr), int(every), int(last)
         self.layers = None if layers is None else [str(p) for p in layers]
         self.alpha, self.cg_iterations, self.gamma, self.seed = alpha, int(cg_iterations), float(gamma), int(seed)
+        self.below = float(below)
         self.last_run: SteeredPrior | None = None  # the steered prior of the latest call (its loss history)
 
     @property
@@ -120,8 +127,9 @@ class Steerable:
 
     def adapt_timesteps(self) -> list[int]:
         """The training steps at which the adapters are trained, noisiest first."""
-        ts = [t for t, *_ in step_pairs(self.prior, self.sampler.steps)]
-        return [t for i, t in enumerate(ts) if i % self.every == 0 or i >= len(ts) - self.last]
+        pairs = step_pairs(self.prior, self.sampler.steps)
+        return [t for i, (t, _, abar, _) in enumerate(pairs)
+                if (i % self.every == 0 or i >= len(pairs) - self.last) and noise_level(abar) <= self.below]
 
     @property
     def nfe(self) -> int:
