@@ -38,7 +38,7 @@ from recon.engine import Engine
 
 CASES = {
     "ct_on_anatomy": dict(plain="dds_sparse_ct", adapted="scd_ct",
-                          overrides=["task=sparse_ct", "data=anatomy", "data.size=128", "data.pixel_mm=1.95"]),
+                          overrides=["task=sparse_ct", "data=anatomy", "data.size=128", "data.field_of_view_cm=25"]),
     "ct_on_t1": dict(plain="dds_sparse_ct", adapted="scd_ct", overrides=["task=sparse_ct", "data=file"]),
     "mri_on_ct": dict(plain="diffpir_mri", adapted="scd_mri",
                       overrides=["task=mri_multicoil", "data=mri_npy", "data.pixel_size_cm=0.091"]),

@@ -256,21 +256,25 @@ def head_volume(split: str, index: int, size: int = 128, voxel_mm: float = 1.75,
     return head.textured(head.attenuation(head.template_points(offsets, level_mm), voxel_mm), voxel_mm)
 
 
-def head_source(split: str = "test", index: int = 0, size: int = 256, pixel_mm: float = 1.0):
-    """Data source (``data=anatomy``): head slice ``index`` of ``split`` as a :class:`GroundTruth`."""
+def head_source(split: str = "test", index: int = 0, size: int = 256, field_of_view_cm: float = 25.6):
+    """Data source (``data=anatomy``): head slice ``index`` of ``split`` as a :class:`GroundTruth`,
+    ``size`` pixels over ``field_of_view_cm`` (the same head at any ``size``)."""
     import torch
 
     from ..errors import ConfigError
     from .sources import GroundTruth
 
     try:
-        image = head_slice(split, int(index), int(size), float(pixel_mm))
+        if field_of_view_cm <= 0:
+            raise ValueError(f"field_of_view_cm must be positive, got {field_of_view_cm}")
+        image = head_slice(split, int(index), int(size), 10.0 * float(field_of_view_cm) / int(size))
     except (ValueError, RuntimeError) as err:
         raise ConfigError(f"data: {err}") from None
-    return GroundTruth(torch.from_numpy(image)[None, None], pixel_mm / 10.0, f"anatomy-head-{split}-{index}")
+    return GroundTruth(torch.from_numpy(image)[None, None], float(field_of_view_cm) / int(size),
+                       f"anatomy-head-{split}-{index}")
 
 
-def volume_source(split: str = "test", index: int = 0, size: int = 128, voxel_mm: float = 1.75,
+def volume_source(split: str = "test", index: int = 0, size: int = 128, voxel_mm: float = 1.95,
                   depth: int | None = None, level_mm: float = 20.0):
     """Data source (``data=anatomy_volume``): isotropic head volume ``(1, 1, D, N, N)``."""
     import torch
