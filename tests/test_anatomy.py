@@ -61,7 +61,7 @@ def test_volume_is_isotropic_and_continuous():
 def test_sources_carry_the_pixel_size_and_reject_bad_requests():
     source = anatomy.head_source(split="test", index=1, size=64, field_of_view_cm=25.6)
     assert source.image.shape == (1, 1, 64, 64) and source.pixel_size_cm == pytest.approx(0.4)
-    volume = anatomy.volume_source(size=32, voxel_mm=6.0)
+    volume = anatomy.volume_source(size=32, field_of_view_cm=19.2)
     assert volume.image.shape == (1, 1, 32, 32, 32) and volume.slice_thickness_cm == pytest.approx(0.6)
     with pytest.raises(ConfigError, match="split"):
         anatomy.head_source(split="validation")

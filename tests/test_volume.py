@@ -159,7 +159,7 @@ def test_ct3d_task_end_to_end(tmp_path):
     slice-to-slice differences, against the ground truth's maximum). Measured at this size (32 x 32 x 3,
     3 or 4 steps): PSNR 21.2 (FBP), 19.5 (independent 2D), 23.6 (slice-coupled), 19.3 dB (3D DDS)."""
     run_dir = tmp_path / "run"
-    assert main(["run", "task=ct3d_sparse", f"hydra.run.dir={run_dir}", "data.size=32", "data.depth=3",
+    assert main(["run", "task=ct3d_sparse", "data=phantom_volume", f"hydra.run.dir={run_dir}", "data.size=32", "data.depth=3",
                  "samplers.independent_2d.steps=3", "samplers.slice_coupled.steps=4", "samplers.dds_3d.steps=3"]) == 0
     report = json.loads((run_dir / "metrics.json").read_text())
     assert list(report["methods"]) == ["fbp", "independent_2d", "slice_coupled", "dds_3d"]

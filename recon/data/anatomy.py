@@ -274,16 +274,20 @@ def head_source(split: str = "test", index: int = 0, size: int = 256, field_of_v
                        f"anatomy-head-{split}-{index}")
 
 
-def volume_source(split: str = "test", index: int = 0, size: int = 128, voxel_mm: float = 1.95,
+def volume_source(split: str = "test", index: int = 0, size: int = 128, field_of_view_cm: float = 25.0,
                   depth: int | None = None, level_mm: float = 20.0):
-    """Data source (``data=anatomy_volume``): isotropic head volume ``(1, 1, D, N, N)``."""
+    """Data source (``data=anatomy_volume``): isotropic head volume ``(1, 1, D, N, N)``, ``size``
+    voxels over ``field_of_view_cm`` (the same head at any ``size``)."""
     import torch
 
     from ..errors import ConfigError
     from .sources import GroundTruth
 
     try:
-        volume = head_volume(split, int(index), int(size), float(voxel_mm), depth, float(level_mm))
+        if field_of_view_cm <= 0:
+            raise ValueError(f"field_of_view_cm must be positive, got {field_of_view_cm}")
+        voxel_mm = 10.0 * float(field_of_view_cm) / int(size)
+        volume = head_volume(split, int(index), int(size), voxel_mm, depth, float(level_mm))
     except (ValueError, RuntimeError) as err:
         raise ConfigError(f"data: {err}") from None
     return GroundTruth(torch.from_numpy(volume)[None, None], voxel_mm / 10.0, f"anatomy-volume-{split}-{index}",
