@@ -5,7 +5,7 @@
 
 Cross-distribution pairs (the prior, the data it never saw, the task):
 
-* ``ct_on_anatomy``: the bundled CT prior (ellipse phantoms) on held-out anatomical head phantoms
+* ``ct_on_anatomy``: the phantom prior ``ct-phantom-128`` (ellipse and procedural phantoms) on held-out anatomical head phantoms
   (``data=anatomy``, 128 x 128 at 1.95 mm, the prior's pixel), sparse-view CT (16 views, 1e5
   photons), DDS (``dds_sparse_ct``) against SCD on it (``scd_ct``).
 * ``ct_on_t1``: the same prior and task on an axial slice of nilearn's MNI152 T1 template read
@@ -16,6 +16,8 @@ Cross-distribution pairs (the prior, the data it never saw, the task):
   anatomical head CT slice (256 x 256 at 0.91 mm, the prior's grid) scaled to maximum 1 (bright
   skull, flat brain) as the magnitude of a zero-phase complex image, multi-coil MRI at 4x
   (``task=mri_multicoil data=mri_npy``), DiffPIR (``diffpir_mri``) against SCD on it (``scd_mri``).
+* ``head_on_ellipses``: the reverse of the first: the anatomical head prior ``ct-head-256`` on
+  held-out ellipse phantoms (128 x 128 at 1.95 mm, reconstructed on the prior's 1 mm grid).
 
 Every run goes through the application's config path (``Engine(load_config(...))``), plain
 and adapted with the same seed (the same measurement and the same sampler noise); seconds are
@@ -38,8 +40,12 @@ from recon.engine import Engine
 
 CASES = {
     "ct_on_anatomy": dict(plain="dds_sparse_ct", adapted="scd_ct",
-                          overrides=["task=sparse_ct", "data=anatomy", "data.size=128", "data.field_of_view_cm=25"]),
-    "ct_on_t1": dict(plain="dds_sparse_ct", adapted="scd_ct", overrides=["task=sparse_ct", "data=file"]),
+                          overrides=["task=sparse_ct", "prior=ct_phantom", "data=anatomy", "data.size=128",
+                                     "data.field_of_view_cm=25"]),
+    "ct_on_t1": dict(plain="dds_sparse_ct", adapted="scd_ct", overrides=["task=sparse_ct", "prior=ct_phantom", "data=file"]),
+    # the reverse: the anatomical head prior (1 mm) on the ellipse phantoms (128 px of 1.95 mm, run on its 1 mm grid)
+    "head_on_ellipses": dict(plain="dds_sparse_ct", adapted="scd_ct",
+                             overrides=["task=sparse_ct", "prior=ct_head", "data=phantom", "data.kind=ellipses"]),
     "mri_on_ct": dict(plain="diffpir_mri", adapted="scd_mri",
                       overrides=["task=mri_multicoil", "data=mri_npy", "data.pixel_size_cm=0.091"]),
 }
@@ -79,7 +85,7 @@ def ct_as_mri(workdir: Path, count: int) -> Path:
 
 def case_overrides(name: str, index: int, workdir: Path) -> list[str]:
     extra = list(CASES[name]["overrides"])
-    if name == "ct_on_anatomy":
+    if name in ("ct_on_anatomy", "head_on_ellipses"):
         extra.append(f"data.index={index}")
     elif name == "ct_on_t1":
         extra += [f"data.path={workdir / f'mni_t1_as_ct_{index}.npy'}", "data.pixel_size_cm=0.182"]
