@@ -19,7 +19,8 @@ __all__ = ["SAMPLERS", "reconstruct"]
 def reconstruct(y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor],
                 prior: DiffusionPrior | str | Path, sampler: str = "dds", *,
                 generator: torch.Generator | None = None, x_init: Tensor | None = None,
-                callback: Callable[[int, int], None] | None = None, **settings: Any) -> Tensor:
+                callback: Callable[[int, int], None] | None = None, adapt: dict[str, Any] | None = None,
+                **settings: Any) -> Tensor:
     """Reconstruct ``(B, *in_shape)`` physical images from measurements ``y`` ``(B, ...)``.
 
     Args:
@@ -38,6 +39,8 @@ def reconstruct(y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor],
         generator: the source of all randomness (same seed, same result).
         x_init: optional physical starting image ``(1 or B, *in_shape)``.
         callback: ``callback(step, total)`` after every step (progress bars).
+        adapt: Steerable Conditional Diffusion settings (``rank``, ``steps``, ``lr``, ``every``, ...:
+            :class:`recon.samplers.Steerable`): adapt the prior to ``y`` while sampling. None: off.
         **settings: the sampler's own arguments (``steps``, ``gamma``, ``zeta``, ``lr``, ...).
 
     No global state is read or written; nothing is configured through Hydra. Every sampler
@@ -53,4 +56,8 @@ def reconstruct(y: Tensor, physics: LinearOperator | Callable[[Tensor], Tensor],
     if not isinstance(prior, DiffusionPrior):
         prior = load_prior(prior)
     method = SAMPLERS[sampler](prior.to(y.device), **settings)
+    if adapt is not None:
+        from .samplers import Steerable
+
+        method = Steerable(method, **adapt)
     return method(y, physics, generator=generator, x_init=x_init, callback=callback)

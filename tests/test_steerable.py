@@ -148,3 +148,18 @@ def test_cli_config_runs_end_to_end_and_matches_dds_sparse_ct():
     with pytest.raises(ConfigError, match="samplers.dds.adapt"):
         Engine(load_config(["task=sparse_ct", "samplers=[dds]", "baselines=[]", "data.size=32",
                             "+samplers.dds.adapt.nonsense=1"]), progress=False)
+
+
+def test_library_reconstruct_takes_adapter_settings():
+    """reconstruct(adapt=...) wraps the sampler: steps=0 is the plain sampler bit for bit; adapting changes it."""
+    from recon.api import reconstruct
+
+    truth = torch.from_numpy(make_phantom("head", "test", 0, 32))[None, None]
+    physics = parallel_beam_ct(32, views=8, pixel_size=0.8)
+    y = physics(truth)
+    prior = load_prior("ct-phantom-128")
+    run = lambda **kw: reconstruct(y, physics, prior, "dds", steps=6, generator=torch.Generator().manual_seed(0), **kw)  # noqa: E731
+    plain = run()
+    assert torch.equal(run(adapt={"steps": 0}), plain)
+    adapted = run(adapt={"steps": 2, "lr": 1e-2, "every": 1})
+    assert not torch.allclose(adapted, plain)
