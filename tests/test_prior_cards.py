@@ -49,6 +49,7 @@ def test_scale_override():
 # existed: channels, schedule (name, steps) and normalisation (offset, scale, complex, units).
 BUNDLED = {
     "weights/ct-phantom-128": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),
+    "weights/ct-head-256": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),  # ct-phantom-128 fine-tuned
     "weights/ct-stripes-64": (1, "linear", 1000, 0.0, 0.05, False, "line integrals"),
     "weights/interference-128": (1, "linear", 1000, 0.0, 0.05, False, "1/cm"),
     "weights/mri-brain-256": (2, "linear", 1000, 0.0, 1.0, True, "a.u. (template max 1)"),
@@ -101,6 +102,7 @@ def test_absent_card_fields_take_the_networks_defaults():
 # configs/prior/NAME.yaml -> the card it trains from (frozen: a config pointing at another card fails).
 CONFIG_CARDS = {
     "ct_phantom": "weights/ct-phantom-128",
+    "ct_head": "weights/ct-phantom-128",  # trains from the phantom prior's card (and weights: init=)
     "mri_brain": "weights/mri-brain-256",
     "noise_interference": "weights/interference-128",
     "noise_stripes": "weights/ct-stripes-64",
