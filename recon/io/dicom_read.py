@@ -25,7 +25,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["DicomGeometry", "HU_AIR", "read_dicom_file", "read_dicom_series", "is_dicom_file"]
+__all__ = ["DicomGeometry", "HU_AIR", "checked_pixels", "is_dicom_file", "one_line", "pick_slice", "read_dicom_file",
+           "read_dicom_series"]
 
 HU_AIR = -1000.0
 HU_MIN_VALID = -1024.0  # CT values below this lie outside the scanner's field of view
@@ -84,7 +85,7 @@ def is_dicom_file(path: Path) -> bool:
         with open(path, "rb") as handle:
             return handle.read(132)[128:] == b"DICM"
     except OSError as exc:
-        raise InputError(path, f"cannot read file: {_reason(exc)}") from exc
+        raise InputError(path, f"cannot read file: {one_line(exc)}") from exc
 
 
 def read_dicom_file(path: Path, slice_index: int | None = None) -> tuple[np.ndarray, DicomGeometry]:
@@ -104,9 +105,9 @@ def read_dicom_file(path: Path, slice_index: int | None = None) -> tuple[np.ndar
     except InvalidDicomError as exc:
         raise InputError(path, "not a DICOM file (no DICOM header)") from exc
     except Exception as exc:  # pydicom raises many types for corrupt or undecodable files
-        raise InputError(path, f"cannot read DICOM file: {_reason(exc)}") from exc
+        raise InputError(path, f"cannot read DICOM file: {one_line(exc)}") from exc
     if raw.ndim == 3:
-        raw = raw[_pick(path, raw.shape[0], slice_index)]
+        raw = raw[pick_slice(path, raw.shape[0], slice_index)]
     elif slice_index is not None:
         raise InputError(path, f"slice_index given but the DICOM image is 2D (shape {raw.shape})")
     return _to_hu(path, ds, raw), _geometry(path, ds, [ds])
@@ -123,13 +124,13 @@ def read_dicom_series(folder: Path, slice_index: int | None = None,
     datasets = [ds for _, ds in headers]
     geometry = _geometry(folder, datasets[0], datasets)
     if not whole:
-        index = _pick(folder, len(headers), slice_index)
+        index = pick_slice(folder, len(headers), slice_index)
         path = headers[index][0]
         try:
             ds = pydicom.dcmread(path)
             raw = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for corrupt or undecodable files
-            raise InputError(path, f"cannot read DICOM pixels: {_reason(exc)}") from exc
+            raise InputError(path, f"cannot read DICOM pixels: {one_line(exc)}") from exc
         return _to_hu(path, ds, _plain(path, raw)), geometry.single(index)
     slices = []
     for path, _ in headers:
@@ -137,7 +138,7 @@ def read_dicom_series(folder: Path, slice_index: int | None = None,
             ds = pydicom.dcmread(path)
             raw = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for corrupt or undecodable files
-            raise InputError(path, f"cannot read DICOM pixels: {_reason(exc)}") from exc
+            raise InputError(path, f"cannot read DICOM pixels: {one_line(exc)}") from exc
         slices.append(_to_hu(path, ds, _plain(path, raw)))
     return np.stack(slices), geometry
 
@@ -156,7 +157,7 @@ def _series_headers(folder: Path) -> list[tuple[Path, object]]:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception as exc:  # pydicom raises many types for corrupt files
-            raise InputError(path, f"cannot read DICOM file: {_reason(exc)}") from exc
+            raise InputError(path, f"cannot read DICOM file: {one_line(exc)}") from exc
         if "Rows" not in ds or "Columns" not in ds:  # DICOMDIR, structured reports, presentation states
             ignored.append(path.name)
             continue
@@ -264,14 +265,7 @@ def _pixel_spacing(path: Path, ds) -> tuple[float, float] | None:
 
 def _to_hu(path: Path, ds, raw: np.ndarray) -> np.ndarray:
     """Stored pixels rescaled to HU, padding and out-of-field values set to air, float64 ``(H, W)``."""
-    if raw.size == 0:
-        raise InputError(path, f"empty image of shape {raw.shape}")
-    if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
-        raise InputError(path, f"expected real numbers, got dtype {raw.dtype} (shape {raw.shape})")
-    stored = raw.astype(np.float64)
-    bad = np.count_nonzero(~np.isfinite(stored))
-    if bad:
-        raise InputError(path, f"{bad} of {stored.size} pixels are NaN or Inf (shape {stored.shape})")
+    stored = checked_pixels(path, raw)
     slope = _number(path, ds, "RescaleSlope", 1.0)
     if slope == 0:
         raise InputError(path, "DICOM RescaleSlope is 0 (every pixel would equal the intercept)")
@@ -295,9 +289,23 @@ def _plain(path: Path, raw: np.ndarray) -> np.ndarray:
     return raw
 
 
-def _pick(path: Path, count: int, slice_index: int | None) -> int:
+def checked_pixels(path: Path, image: np.ndarray) -> np.ndarray:
+    """``image`` as float64 after checks for emptiness, dtype and NaN/Inf (each one error naming ``path``)."""
+    if image.size == 0:
+        raise InputError(path, f"empty image of shape {image.shape}")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise InputError(path, f"expected real numbers, got dtype {image.dtype} (shape {image.shape})")
+    image = image.astype(np.float64)
+    bad = np.count_nonzero(~np.isfinite(image))
+    if bad:
+        raise InputError(path, f"{bad} of {image.size} pixels are NaN or Inf (shape {image.shape})")
+    return image
+
+
+def pick_slice(path: Path, count: int, slice_index: int | None) -> int:
+    """``slice_index`` checked against ``count`` slices; None: the middle one."""
     if count < 1:
-        raise InputError(path, "no slices")
+        raise InputError(path, "no slices (a dimension of size 0)")
     if slice_index is None:
         return count // 2
     if not 0 <= slice_index < count:
@@ -331,5 +339,6 @@ def _number(path: Path, ds, keyword: str, default: float) -> float:
     return number
 
 
-def _reason(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line."""
     return " ".join(str(exc).split()) or type(exc).__name__

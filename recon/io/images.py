@@ -27,7 +27,8 @@ from operators.ct import MU_WATER
 
 from ..errors import InputError
 from .atomic import atomic_write, save_npy
-from .dicom_read import HU_AIR, DicomGeometry, is_dicom_file, read_dicom_file, read_dicom_series
+from .dicom_read import (HU_AIR, DicomGeometry, checked_pixels, is_dicom_file, one_line, pick_slice, read_dicom_file,
+                         read_dicom_series)
 
 __all__ = ["HU_AIR", "UNITS", "ScannedImage", "hu_to_mu", "load_image", "load_volume", "read_slice",
            "read_volume", "save_nifti", "save_npy"]
@@ -180,7 +181,7 @@ def _read_nifti_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, floa
     except InputError:
         raise
     except Exception as exc:  # nibabel and numpy raise many types for corrupt files and affines
-        raise InputError(path, f"cannot read NIfTI file: {_reason(exc)}") from exc
+        raise InputError(path, f"cannot read NIfTI file: {one_line(exc)}") from exc
     data = data.reshape(data.shape[:3]) if data.ndim > 3 and all(n == 1 for n in data.shape[3:]) else data
     if data.ndim != 3:
         raise InputError(path, f"expected a 3D volume, got shape {data.shape}")
@@ -220,35 +221,6 @@ def save_nifti(path: str | os.PathLike[str], array: np.ndarray,
         handle.write(content)
 
 
-def _pick_slice(path: Path, count: int, slice_index: int | None) -> int:
-    """Validated slice index among ``count`` slices (default the middle one)."""
-    if count < 1:
-        raise InputError(path, "no slices (a dimension of size 0)")
-    if slice_index is None:
-        return count // 2
-    if not 0 <= slice_index < count:
-        raise InputError(path, f"slice_index {slice_index} out of range for {count} slices")
-    return int(slice_index)
-
-
-def _checked(path: Path, image: np.ndarray) -> np.ndarray:
-    """``image`` as float64 (H, W) after checks for emptiness, dtype and NaN/Inf."""
-    if image.size == 0:
-        raise InputError(path, f"empty image of shape {image.shape}")
-    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
-        raise InputError(path, f"expected real numbers, got dtype {image.dtype} (shape {image.shape})")
-    image = image.astype(np.float64)
-    bad = np.count_nonzero(~np.isfinite(image))
-    if bad:
-        raise InputError(path, f"{bad} of {image.size} pixels are NaN or Inf (shape {image.shape})")
-    return image
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _npy_declared_fits(path: Path, handle) -> None:
     """Check the ``.npy`` header's shape and dtype against the file's size before numpy allocates."""
     version = np.lib.format.read_magic(handle)
@@ -276,21 +248,21 @@ def _read_npy(path: Path, slice_index: int | None, volume: bool = False) -> np.n
     except InputError:
         raise
     except Exception as exc:  # numpy raises many types (ValueError, SyntaxError, TokenError...) for bad headers
-        raise InputError(path, f"cannot read .npy file: {_reason(exc)}") from exc
+        raise InputError(path, f"cannot read .npy file: {one_line(exc)}") from exc
     shape = array.shape
     while array.ndim > (3 if volume else 2) and array.shape[0] == 1:
         array = array[0]
     if volume:
         if array.ndim != 3:
             raise InputError(path, f"expected a 3D (D, H, W) volume, got shape {shape}")
-        return _checked(path, array)
+        return checked_pixels(path, array)
     if array.ndim == 3:
-        array = array[_pick_slice(path, array.shape[0], slice_index)]
+        array = array[pick_slice(path, array.shape[0], slice_index)]
     elif array.ndim == 2 and slice_index is not None:
         raise InputError(path, f"slice_index given but the image is 2D (shape {shape})")
     if array.ndim != 2:
         raise InputError(path, f"expected a 2D image or a 3D (D, H, W) volume, got shape {shape}")
-    return _checked(path, array)
+    return checked_pixels(path, array)
 
 
 def _load_nifti_checked(path: Path) -> nib.Nifti1Image:
@@ -314,7 +286,7 @@ def _read_nifti(path: Path, slice_index: int | None) -> tuple[np.ndarray, tuple[
     except InputError:
         raise
     except Exception as exc:  # nibabel and numpy raise many types for corrupt files and affines
-        raise InputError(path, f"cannot read NIfTI file: {_reason(exc)}") from exc
+        raise InputError(path, f"cannot read NIfTI file: {one_line(exc)}") from exc
 
 
 def _read_nifti_slice(path: Path, slice_index: int | None) -> tuple[np.ndarray, tuple[float, float] | None]:
@@ -332,7 +304,7 @@ def _read_nifti_slice(path: Path, slice_index: int | None) -> tuple[np.ndarray, 
         cut_axis, index = 2, 0
     else:
         cut_axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])  # stored axis along inferior-superior
-        index = _pick_slice(path, shape[cut_axis], slice_index)
+        index = pick_slice(path, shape[cut_axis], slice_index)
         if ornt[cut_axis, 1] < 0:  # stored from superior to inferior
             index = shape[cut_axis] - 1 - index
     selection = [slice(None)] * 3
@@ -340,14 +312,14 @@ def _read_nifti_slice(path: Path, slice_index: int | None) -> tuple[np.ndarray, 
     try:
         slab = np.asanyarray(image.dataobj[tuple(selection[: len(shape)]) + (0,) * (len(shape) - 3)])
     except Exception as exc:  # truncated or corrupt data
-        raise InputError(path, f"cannot read NIfTI data: {_reason(exc)}") from exc
+        raise InputError(path, f"cannot read NIfTI data: {one_line(exc)}") from exc
     if slab.ndim == 2:
         slab = slab[:, :, None]
     ras = apply_orientation(slab, ornt_transform(ornt, axcodes2ornt("RAS")))
     plane = np.take(ras, 0, axis=int(ornt[cut_axis, 0]))
     # (right, anterior) or other in-plane RAS axes to display rows (anterior / superior at the
     # top) and columns (patient's right, or anterior, on the left).
-    return _checked(path, plane[::-1, ::-1].T), _nifti_plane_spacing(path, image, ornt, int(ornt[cut_axis, 0]))
+    return checked_pixels(path, plane[::-1, ::-1].T), _nifti_plane_spacing(path, image, ornt, int(ornt[cut_axis, 0]))
 
 
 def _nifti_plane_spacing(path: Path, image: nib.Nifti1Image, ornt: np.ndarray,
