@@ -31,6 +31,7 @@ import numpy as np
 
 from operators.ct import MU_WATER
 
+from ..io.images import hu_to_mu
 from .phantoms import SPLITS
 
 __all__ = ["GENERATOR_VERSION", "LEVELS_MM", "TEST_BANDS_MM", "head_slice", "head_slices", "head_volume",
@@ -45,10 +46,6 @@ _FILES = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
           "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
           "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
 _ORIGIN_MM = np.array([-98.0, -134.0, -72.0])  # RAS mm of template voxel (0, 0, 0); 1 mm voxels
-
-
-def _hu(value: float) -> float:
-    return MU_WATER * (1.0 + value / 1000.0)
 
 
 @lru_cache(maxsize=1)
@@ -156,15 +153,15 @@ class _Head:
         wm, csf = sharp(_sample(maps["wm"], points)), sharp(_sample(maps["csf"], points))
         gm = np.clip(1.0 - wm - csf, 0.0, 1.0)
         brain = inside(0.0)
-        out = brain * (gm * _hu(hu["gm"]) + wm * _hu(hu["wm"]) + csf * _hu(hu["csf"]))
+        out = brain * (gm * hu_to_mu(hu["gm"]) + wm * hu_to_mu(hu["wm"]) + csf * hu_to_mu(hu["csf"]))
         bounds = np.cumsum([layer["subarachnoid"] * (1 + 0.3 * mod[0]).clip(0.3),
                             layer["inner"] * np.ones_like(d),
                             layer["diploe"] * (1 + 0.35 * mod[1]).clip(0.3),
                             layer["outer"] * np.ones_like(d),
                             layer["fat"] * (1 + 0.4 * mod[2]).clip(0.2),
                             layer["scalp"] * (1 + 0.3 * mod[2]).clip(0.3)], axis=0)
-        values = [_hu(hu["csf"]), _hu(hu["cortical"]), _hu(hu["diploe"]), _hu(hu["cortical"]),
-                  _hu(hu["muscle"]), _hu(hu["fat"])]
+        values = [hu_to_mu(hu["csf"]), hu_to_mu(hu["cortical"]), hu_to_mu(hu["diploe"]), hu_to_mu(hu["cortical"]),
+                  hu_to_mu(hu["muscle"]), hu_to_mu(hu["fat"])]
         previous = brain
         for bound, value in zip(bounds, values):
             now = inside(bound)
@@ -181,20 +178,20 @@ class _Head:
         out[sinus] = 0.0
         for centre, radius, value in self.calcifications:
             r = np.sqrt(sum((points[i] - centre[i]) ** 2 for i in range(3)))
-            out += np.clip(0.5 + (radius - r) / pixel_mm, 0, 1) * (_hu(value) - _hu(hu["csf"])) * brain
+            out += np.clip(0.5 + (radius - r) / pixel_mm, 0, 1) * (hu_to_mu(value) - hu_to_mu(hu["csf"])) * brain
         for x0, y0, z0, radius, value in self.lesions:
             r = np.sqrt((points[0] - x0) ** 2 + (points[1] - y0) ** 2 + ((points[2] - z0) * 0.8) ** 2)
             weight = np.clip(0.5 + (radius - r) / pixel_mm, 0, 1) * brain * (1 - csf)
-            out += weight * (_hu(value) - _hu(hu["wm"]))
+            out += weight * (hu_to_mu(value) - hu_to_mu(hu["wm"]))
         return out
 
     def textured(self, image: np.ndarray, pixel_mm: float) -> np.ndarray:
         """Soft-tissue texture (1-3 HU, 1-3 mm correlation) and a trabecular diploe pattern."""
-        soft = (image > _hu(-200)) & (image < _hu(150))
+        soft = (image > hu_to_mu(-200)) & (image < hu_to_mu(150))
         fine = _smooth_noise(self.rng, image.shape, self.rng.uniform(1.0, 3.0) / pixel_mm)
         bone = _smooth_noise(self.rng, image.shape, 0.6 / pixel_mm)
         image = image + soft * fine * self.rng.uniform(1.0, 3.0) * MU_WATER / 1000
-        trabecular = (image > _hu(250)) & (image < _hu(900))
+        trabecular = (image > hu_to_mu(250)) & (image < hu_to_mu(900))
         image = image + trabecular * bone * self.rng.uniform(80, 160) * MU_WATER / 1000
         return np.clip(image, 0.0, None).astype(np.float32)
 
