@@ -73,7 +73,12 @@ class SteeredPrior(DiffusionPrior):
         self.precision, self.channels_last = prior.precision, prior.channels_last
         self.optimizer, self.adapt_steps, self.adapt_at, self.loss = optimizer, int(steps), set(adapt_at), loss
         self.adapted: list[int] = []  # the timesteps adapted so far, in order
-        self.history: list[tuple[int, float, float]] = []  # (t, loss before, loss after the last Adam step)
+        self._losses: list[tuple[int, Tensor, Tensor]] = []  # kept on the device: no sync inside the sampling loop
+
+    @property
+    def history(self) -> list[tuple[int, float, float]]:
+        """``(t, loss before, loss after the last Adam step)`` of every adapted timestep."""
+        return [(t, float(first), float(last)) for t, first, last in self._losses]
 
     def eps(self, z_t: Tensor, t: Tensor | int) -> Tensor:
         scalar = not isinstance(t, Tensor) or t.dim() == 0
@@ -91,8 +96,8 @@ class SteeredPrior(DiffusionPrior):
                 loss = self.loss(self.decode(self.x0_from_eps(z, t, super().eps(z, t))))
                 loss.backward()
                 self.optimizer.step()
-                losses.append(float(loss.detach()))
-        self.history.append((t, losses[0], losses[-1]))
+                losses.append(loss.detach())
+        self._losses.append((t, losses[0], losses[-1]))
 
 
 class Steerable:
