@@ -92,7 +92,8 @@ def sampler_nodes(cfg: DictConfig) -> dict[str, tuple[DictConfig, str]]:
 
 def build_methods(cfg: DictConfig, device: torch.device, progress: bool = True) -> dict[str, Method]:
     """Baselines first, then every sampler (:func:`sampler_nodes`), keyed by their names; the
-    samplers share the configured prior. ``progress``: samplers drive a progress bar (stderr)."""
+    samplers share the configured prior (a sampler's ``perpendicular_prior:`` block, a prior config
+    like ``prior``, builds its second prior). ``progress``: samplers drive a progress bar (stderr)."""
     methods: dict[str, Method] = {}
     for name, node in (cfg.get("baselines") or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
@@ -106,9 +107,13 @@ def build_methods(cfg: DictConfig, device: torch.device, progress: bool = True) 
              if samplers else None)
     for name, (node, key) in samplers.items():
         adapt = node.get("adapt")  # Steerable Conditional Diffusion around the sampler (recon.samplers.steerable)
-        if adapt is not None:
-            node = OmegaConf.masked_copy(node, [k for k in node if k != "adapt"])
-        sampler = instantiate(node, key, prior=prior)
+        second = node.get("perpendicular_prior")  # a second prior (recon.samplers.Perpendicular): a prior config
+        if adapt is not None or second is not None:  # resolved first: ${chunk} and the like need the whole config
+            node = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
+                                     if k not in ("adapt", "perpendicular_prior")})
+        extra = {} if second is None else {"perpendicular_prior": build_prior(
+            second, device, str(cfg.get("precision", "fp32")), cfg.get("compile", False))}
+        sampler = instantiate(node, key, prior=prior, **extra)
         if adapt is not None:
             sampler = steer(sampler, adapt, f"{key}.adapt")
         methods[name] = WithProgress(sampler, name) if progress else sampler

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from .build import Method, build_methods, instantiate, resolve_device
 from .errors import ConfigError
-from .grid import on_prior_grid
+from .grid import on_prior_grid, warn_anisotropic
 from .measure import PeakMemory, synchronize
 from .metrics import evaluate
 
@@ -172,7 +172,10 @@ class Engine:
         self.generator = torch.Generator(device=self.device).manual_seed(int(cfg.seed))
         self.case = simulate(cfg, self.device, self.generator)
         self.methods = build_methods(cfg, self.device, progress=progress) if methods is None else methods
-        self.methods = on_prior_grid(self.methods, self.case.truth, float(self.case.source.pixel_size_cm))
+        source = self.case.source
+        self.methods = on_prior_grid(self.methods, self.case.truth, float(source.pixel_size_cm))
+        warn_anisotropic(self.methods, self.case.truth, float(source.pixel_size_cm),
+                         getattr(source, "slice_thickness_cm", None))
         if not self.methods:
             raise ConfigError("nothing to run: no baselines and no sampler configured")
 

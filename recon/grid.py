@@ -22,26 +22,48 @@ from operators.resampling import Resize
 
 from .errors import ConfigError
 
-__all__ = ["OnPriorGrid", "on_prior_grid", "prior_grid_size", "prior_pixel_cm"]
+__all__ = ["OnPriorGrid", "on_prior_grid", "prior_grid_size", "prior_pixel_cm", "unwrapped", "warn_anisotropic"]
 
 TOLERANCE = 0.1  # relative pixel-size mismatch left alone (the prior's own augmentation covers it)
 MULTIPLE = 8  # the UNet halves the grid three times
 MIN_SIZE = 32
 
 
+def unwrapped(method: Any) -> Any:
+    """The innermost sampler or method behind wrappers (``.sampler``, ``.method``: progress bars,
+    :class:`OnPriorGrid`, :class:`~recon.samplers.volume.PerSlice`), or the first one holding a prior."""
+    for _ in range(4):
+        if getattr(method, "prior", None) is not None:
+            return method
+        inner = getattr(method, "sampler", None) or getattr(method, "method", None)
+        if inner is None:
+            return method
+        method = inner
+    return method
+
+
 def prior_pixel_cm(method: Any) -> float | None:
     """The pixel size (cm) on the model card of ``method``'s prior, if it records one (the prior
-    is looked up through wrappers: ``.sampler``, ``.method``)."""
-    for _ in range(4):
-        prior = getattr(method, "prior", None)
-        if prior is not None:
-            value = (getattr(prior, "card", None) or {}).get("data", {}) or {}
-            value = value.get("pixel_size_cm") if isinstance(value, dict) else None
-            return float(value) if value else None
-        method = getattr(method, "sampler", None) or getattr(method, "method", None)
-        if method is None:
-            return None
-    return None
+    is looked up through wrappers: :func:`unwrapped`)."""
+    prior = getattr(unwrapped(method), "prior", None)
+    if prior is None:
+        return None
+    value = (getattr(prior, "card", None) or {}).get("data", {}) or {}
+    value = value.get("pixel_size_cm") if isinstance(value, dict) else None
+    return float(value) if value else None
+
+
+def warn_anisotropic(methods: dict[str, Any], image: torch.Tensor, pixel_cm: float,
+                     thickness_cm: float | None) -> None:
+    """Warn, naming the spacing, when a volume sampler that needs isotropic voxels
+    (:class:`~recon.samplers.Perpendicular`) gets a volume whose slice distance differs from its pixels."""
+    from .samplers.perpendicular import Perpendicular, warn_if_anisotropic
+
+    if image.dim() != 5 or thickness_cm is None:
+        return
+    for name, method in methods.items():
+        if isinstance(unwrapped(method), Perpendicular):
+            warn_if_anisotropic((10 * thickness_cm, 10 * pixel_cm, 10 * pixel_cm), name)
 
 
 def prior_grid_size(size: int, pixel_cm: float, prior_cm: float) -> int:

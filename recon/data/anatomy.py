@@ -209,31 +209,47 @@ def level_band(level_mm: float) -> str:
     return "test" if any(lo <= level_mm < hi for lo, hi in TEST_BANDS_MM) else "train"
 
 
-def _draw_level(rng: np.random.Generator, split: str) -> float:
+def _draw_level(rng: np.random.Generator, split: str, levels_mm: tuple[float, float] = LEVELS_MM) -> float:
     while True:
-        level = rng.uniform(*LEVELS_MM)
+        level = rng.uniform(*levels_mm)
         if level_band(level) == split:
             return float(level)
 
 
-def head_slice(split: str, index: int, size: int = 256, pixel_mm: float = 1.0) -> np.ndarray:
-    """Axial head slice ``index`` of ``split``, float32 ``(size, size)``, 1/cm, ``pixel_mm`` pixels."""
+def head_slice(split: str, index: int, size: int = 256, pixel_mm: float = 1.0, plane: str = "axial",
+               levels_mm: tuple[float, float] = LEVELS_MM) -> np.ndarray:
+    """Head slice ``index`` of ``split``, float32 ``(size, size)``, 1/cm, ``pixel_mm`` pixels.
+
+    ``plane="axial"``: an axial plane at a level drawn from ``levels_mm`` (outside the held-out
+    bands for training); ``"coronal"``: a coronal plane as :func:`head_volume`'s ``volume[:, r, :]``
+    (rows inferior to superior about a level near 20 mm, columns as the axial slices'), at an
+    anterior-posterior offset drawn over the whole field of view (its own seed stream).
+    """
     if size < 16 or pixel_mm <= 0:
         raise ValueError(f"bad slice request: size={size}, pixel_mm={pixel_mm}")
-    rng = _rng(split, index, 0)
-    level = _draw_level(rng, split)
-    head = _Head(rng)
+    if plane not in ("axial", "coronal"):
+        raise ValueError(f"plane must be 'axial' or 'coronal', got {plane!r}")
     axis = (np.arange(size) - (size - 1) / 2) * pixel_mm
     rows, cols = np.meshgrid(axis, axis, indexing="ij")
-    offsets = np.stack([-cols, -rows, np.zeros_like(rows)])  # columns toward the patient's left, rows posterior
+    if plane == "axial":
+        rng = _rng(split, index, 0)
+        level = _draw_level(rng, split, levels_mm)
+        offsets = np.stack([-cols, -rows, np.zeros_like(rows)])  # columns toward the patient's left, rows posterior
+    else:
+        rng = _rng(split, index, 2)
+        level = float(rng.normal(20.0, 8.0))
+        depth = rng.uniform(-0.4, 0.4) * size * pixel_mm  # row of the volume the plane is
+        offsets = np.stack([-cols, np.full_like(rows, -depth), rows])  # rows run inferior to superior
+    head = _Head(rng)
     return head.textured(head.attenuation(head.template_points(offsets, level), pixel_mm), pixel_mm)
 
 
-def head_slices(split: str, count: int, size: int = 256, pixel_mm: float = 1.0, start: int = 0) -> np.ndarray:
-    """Slices ``start .. start + count - 1`` stacked as float32 ``(count, 1, size, size)``."""
+def head_slices(split: str, count: int, size: int = 256, pixel_mm: float = 1.0, start: int = 0,
+                plane: str = "axial", levels_mm: tuple[float, float] = LEVELS_MM) -> np.ndarray:
+    """Slices ``start .. start + count - 1`` (:func:`head_slice`) stacked as float32 ``(count, 1, size, size)``."""
     out = np.empty((count, 1, size, size), dtype=np.float32)
     for offset in range(count):
-        out[offset, 0] = head_slice(split, start + offset, size, pixel_mm)
+        out[offset, 0] = head_slice(split, start + offset, size, pixel_mm, plane, levels_mm)
     return out
 
 

@@ -10,6 +10,7 @@ from .dds import DDS
 from .diffpir import DiffPIR
 from .dps import DPS
 from .joint import JointSampler
+from .perpendicular import Perpendicular
 from .pigdm import PiGDM
 from .pnp_dm import PnPDM
 from .red_diff import REDDiff
@@ -18,6 +19,6 @@ from .safety import NonFiniteError
 from .steerable import Steerable
 from .volume import DDS3D, SliceCoupled
 
-__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "NonFiniteError", "PiGDM", "PnPDM", "REDDiff",
+__all__ = ["DAPS", "DDS", "DDS3D", "DPS", "DiffPIR", "JointSampler", "NonFiniteError", "Perpendicular", "PiGDM", "PnPDM", "REDDiff",
            "SAMPLERS",
            "SliceCoupled", "Steerable"]
