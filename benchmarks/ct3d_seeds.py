@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import time
 
 import torch
 
@@ -60,22 +61,24 @@ def main() -> None:
         parser.error("--seeds must be at least 2")
     print(f"task={args.task} {args.overrides}; {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print("| volume | method | PSNR [dB] | SSIM | z-PSNR [dB] | variance share | max gain of the mean [dB] "
-          "| neighbour error correlation |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| neighbour error correlation | seconds per draw |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for index in args.volumes:
         cfg = load_config([f"task={args.task}", f"data.index={index}", *args.overrides.split()])
         engine = Engine(cfg)  # the case as `recon run` simulates it; each method then draws per seed
         case, methods, device = engine.case, engine.methods, engine.device
         for name in args.methods:
+            start = time.perf_counter()
             draws = [methods[name](case.y, case.physics, generator=torch.Generator(device=device).manual_seed(s))
                      for s in range(args.seeds)]
+            seconds = (time.perf_counter() - start) / args.seeds
             metrics = [evaluate(x, case.truth) for x in draws]
             scores = {key: [m[key] for m in metrics] for key in ("psnr", "ssim", "z_psnr")}
             share = variance_share(draws, case.truth)
             correlation = statistics.mean(neighbour_correlation(x - case.truth) for x in draws)
             print(f"| {index} | {name} | {spread(scores['psnr'], 2)} | {spread(scores['ssim'], 4)} | "
                   f"{spread(scores['z_psnr'], 2)} | "
-                  f"{share:.3f} | {-10 * math.log10(max(1 - share, 1e-12)):.2f} | {correlation:.2f} |", flush=True)
+                  f"{share:.3f} | {-10 * math.log10(max(1 - share, 1e-12)):.2f} | {correlation:.2f} | {seconds:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
