@@ -15,6 +15,7 @@ from .blur import GaussianBlur
 from .cg import conjugate_gradient
 from .coils import birdcage_maps, espirit_maps, noncartesian_espirit_maps, normalize_maps
 from .cone import ConeBeamCT, cone_beam_ct
+from .cone_torch import TorchConeProjector
 from .ct import (
     MU_WATER,
     CTGeometry,
@@ -70,6 +71,7 @@ __all__ = [
     "SeparableOperator",
     "StructuredNoise",
     "SumOperator",
+    "TorchConeProjector",
     "TransmissionNoise",
     "birdcage_maps",
     "cone_beam_ct",

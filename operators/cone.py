@@ -1,9 +1,13 @@
-"""Circular cone-beam CT of a volume through astra-toolbox's CUDA 3D projector (GPU only).
+"""Circular cone-beam CT of a volume: astra-toolbox's CUDA 3D projector on a GPU, a torch one anywhere.
 
-astra has no CPU implementation of its 3D projectors: :class:`ConeBeamCT` needs a CUDA GPU and
-an astra build with CUDA (the PyPI wheels have it), and says so when either is missing.
-Geometry in voxel units (isotropic voxels of side 1); ``voxel_size`` (e.g. cm) scales the line
-integrals, as for the 2D operators.
+:class:`ConeBeamCT` has two backends with the same geometry (:class:`ConeGeometry`, whose conventions
+:mod:`operators.cone_torch` spells out) and the same ``(rows, views, cols)`` projection layout:
+``"astra"``, astra's ``cuda3d`` projector, which needs a CUDA GPU and an astra build with CUDA (astra
+has no CPU 3D projector) and says so when either is missing; and ``"torch"``
+(:class:`~operators.cone_torch.TorchConeProjector`), ray marching through the trilinear interpolant
+of the volume, on CPU or CUDA, whose backprojection is the exact transpose. ``"auto"`` takes astra
+where it can run, torch elsewhere. Geometry in voxel units (isotropic voxels of side 1);
+``voxel_size`` (e.g. cm) scales the line integrals, as for the 2D operators.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ from torch import Tensor
 
 from ._astra import Backproject, Project, _delete_projectors, astra
 from .base import LinearOperator
+from .cone_torch import TorchConeProjector
 from .ct import AngleLike, _angle_tuple
 
-__all__ = ["ConeBeamCT", "ConeGeometry", "cone_beam_ct", "cone_beam_unavailable", "cone_geometry"]
+__all__ = ["CONE_BACKENDS", "ConeBeamCT", "ConeGeometry", "cone_beam_ct", "cone_beam_unavailable", "cone_geometry"]
+
+CONE_BACKENDS = ("auto", "astra", "torch")
 
 
 def cone_beam_unavailable() -> str | None:
-    """Why cone beam cannot run here (no CUDA GPU, or astra without CUDA), or ``None``."""
+    """Why astra's cone beam cannot run here (no CUDA GPU, or astra without CUDA), or ``None``
+    (the torch backend runs everywhere)."""
     if not torch.cuda.is_available():
         return "cone-beam CT needs a CUDA GPU (astra-toolbox has no CPU 3D projector); none is available"
     if not astra.use_cuda():
@@ -38,6 +46,8 @@ class ConeGeometry:
 
     ``source_distance`` (source to rotation axis) and ``detector_distance`` (axis to detector)
     in voxels; ``detector_spacing`` the detector pixel side in voxels; ``angles`` in radians.
+    Axes, rotation and detector orientation are astra's ``cone`` geometry, written out in
+    :mod:`operators.cone_torch` (:func:`~operators.cone_torch.cone_vectors`: the per-view vectors).
     """
 
     depth: int
@@ -102,21 +112,30 @@ class _ConeProjector:
 class ConeBeamCT(LinearOperator):
     """Cone-beam CT, float ``(B, 1, D, N, N) -> (B, 1, detector_rows, views, detector_cols)``.
 
-    Runs on the GPU (CPU tensors are copied there and back). Projection and backprojection
-    are astra's ``cuda3d`` ones; the backprojection is the transpose of the projection only up
-    to interpolation differences (the GPU tests bound the mismatch). Raises ``RuntimeError``
-    without a CUDA GPU or a CUDA build of astra.
+    ``backend="astra"``: astra's ``cuda3d`` projection and backprojection on the GPU (CPU tensors
+    are copied there and back); the backprojection is the transpose of the projection only up to
+    interpolation differences (the GPU tests bound the mismatch); ``RuntimeError`` without a CUDA
+    GPU or a CUDA build of astra. ``backend="torch"``: :class:`TorchConeProjector` on the input's
+    own device, exact transpose; ``step`` (voxels along a ray) and ``max_samples`` (memory) are its
+    settings. ``"auto"``: astra when :func:`cone_beam_unavailable` is ``None``, else torch.
     """
 
-    def __init__(self, geometry: ConeGeometry, voxel_size: float = 1.0):
+    def __init__(self, geometry: ConeGeometry, voxel_size: float = 1.0, backend: str = "auto",
+                 step: float = 0.5, max_samples: int = 1 << 23):
+        if backend not in CONE_BACKENDS:
+            raise ValueError(f"cone beam: unknown backend {backend!r}; expected one of {', '.join(CONE_BACKENDS)}")
         reason = cone_beam_unavailable()
-        if reason is not None:
+        if backend == "auto":
+            backend = "astra" if reason is None else "torch"
+        if backend == "astra" and reason is not None:
             raise RuntimeError(reason)
         super().__init__((1, geometry.depth, geometry.image_size, geometry.image_size),
                          (1, geometry.detector_rows, len(geometry.angles), geometry.detector_cols))
         self.geometry = geometry
         self.voxel_size = float(voxel_size)
-        self._projector = _ConeProjector(geometry)
+        self.backend = backend
+        self._projector = (_ConeProjector(geometry) if backend == "astra"
+                           else TorchConeProjector(geometry, step, max_samples))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.voxel_size * Project.apply(x, self._projector)
@@ -127,7 +146,8 @@ class ConeBeamCT(LinearOperator):
     def extra_repr(self) -> str:
         g = self.geometry
         return (f"volume=({g.depth}, {g.image_size}, {g.image_size}), views={len(g.angles)}, "
-                f"detector=({g.detector_rows}, {g.detector_cols}), voxel_size={self.voxel_size}")
+                f"detector=({g.detector_rows}, {g.detector_cols}), voxel_size={self.voxel_size}, "
+                f"backend={self.backend}")
 
 
 def cone_geometry(image_size: int, depth: int, views: int, arc_degrees: float = 360.0,
@@ -156,7 +176,9 @@ def cone_geometry(image_size: int, depth: int, views: int, arc_degrees: float = 
 
 def cone_beam_ct(image_size: int, depth: int, views: int, arc_degrees: float = 360.0, start_degrees: float = 0.0,
                  source_distance: float | None = None, detector_distance: float | None = None,
-                 pixel_size: float = 1.0) -> ConeBeamCT:
-    """:class:`ConeBeamCT` of :func:`cone_geometry`, isotropic voxels of side ``pixel_size``."""
+                 pixel_size: float = 1.0, backend: str = "auto", step: float = 0.5,
+                 max_samples: int = 1 << 23) -> ConeBeamCT:
+    """:class:`ConeBeamCT` of :func:`cone_geometry`, isotropic voxels of side ``pixel_size``
+    (``image_size``, ``depth`` and ``pixel_size`` are what a volume data source passes)."""
     return ConeBeamCT(cone_geometry(image_size, depth, views, arc_degrees, start_degrees, source_distance,
-                                    detector_distance), pixel_size)
+                                    detector_distance), pixel_size, backend, step, max_samples)

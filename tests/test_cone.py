@@ -1,4 +1,5 @@
-"""Cone-beam CT (astra's CUDA 3D projector): the geometry on any machine, the operator on a GPU."""
+"""Cone-beam CT through astra's CUDA 3D projector: the geometry on any machine, the operator on a GPU
+(the torch projector: ``test_cone_torch.py``)."""
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ def test_without_a_gpu_the_operator_says_what_is_missing():
     if REASON is None:
         pytest.skip("a CUDA GPU and a CUDA astra are present")
     with pytest.raises(RuntimeError, match="cone-beam CT needs"):
-        cone_beam_ct(32, 8, 20)
+        cone_beam_ct(32, 8, 20, backend="astra")  # "auto" falls back to the torch projector
 
 
 def test_default_detector_sees_the_whole_volume_from_every_angle():
