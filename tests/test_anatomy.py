@@ -67,3 +67,27 @@ def test_sources_carry_the_pixel_size_and_reject_bad_requests():
         anatomy.head_source(split="validation")
     with pytest.raises(ConfigError, match="size"):
         anatomy.head_source(size=8)
+
+
+def _tissue_centre_row(image: np.ndarray) -> float:
+    tissue = hu(image) > -500
+    return float((tissue * np.arange(image.shape[0])[:, None]).sum() / max(tissue.sum(), 1))
+
+
+def test_coronal_slices_are_oriented_as_the_volumes_coronal_planes():
+    """Coronal training slices (a perpendicular prior's data) must look like ``volume[:, r, :]``: rows
+    from inferior to superior, the head's centre below the field's (measured: row 28.3 of 64 over
+    12 training slices, 27.0 over a test volume's planes; upside down it would be 35-36); and their
+    own seed stream, so coronal slice i is not axial slice i's head."""
+    volume = anatomy.head_volume("test", 0, size=64, voxel_mm=250 / 64)
+    planes = [volume[:, r, :] for r in range(64) if (hu(volume[:, r, :]) > -500).sum() > 400]
+    coronal = [anatomy.head_slice("train", i, 64, 250 / 64, plane="coronal") for i in range(16)]
+    heads = [image for image in coronal if (hu(image) > -500).sum() > 400]  # planes through the head
+    assert len(heads) >= 8
+    in_volume = np.mean([_tissue_centre_row(image) for image in planes])
+    assert abs(np.mean([_tissue_centre_row(image) for image in heads]) - in_volume) < 2.5
+    assert abs(np.mean([_tissue_centre_row(image[::-1]) for image in heads]) - in_volume) > 5.0
+    assert np.array_equal(coronal[0], anatomy.head_slice("train", 0, 64, 250 / 64, plane="coronal"))
+    assert not np.allclose(coronal[0], anatomy.head_slice("train", 0, 64, 250 / 64))
+    with pytest.raises(ValueError, match="plane"):
+        anatomy.head_slice("train", 0, 64, 4.0, plane="oblique")
