@@ -56,22 +56,24 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def build_prior(node: DictConfig, device: torch.device, precision: str = "fp32",
-                compile: bool | str = False) -> Any:
+                compile: bool | str = False, key: str = "prior") -> Any:
     """The configured prior: ``prior.checkpoint`` (a path) or the bundled ``prior.name``;
     ``prior.scale`` (optional) replaces the card's normalisation scale (physical units per
     model unit), for data in other units than the prior was trained on; ``precision``
     (fp32 | bf16 | fp16) sets the network's arithmetic (autocast); ``compile`` (``True`` for
     inductor, or a ``torch.compile`` backend name) compiles the network
-    (:meth:`priors.DiffusionPrior.compile`)."""
+    (:meth:`priors.DiffusionPrior.compile`). Errors name ``key`` (the config key of ``node``)."""
     from priors import CheckpointError, load_prior
 
+    if not (node.get("checkpoint") or node.get("name")):
+        raise ConfigError(f"{key}: name a bundled prior ({key}.name=...) or a checkpoint ({key}.checkpoint=PATH)")
     try:
-        prior = load_prior(node.checkpoint or node.name, card=node.get("card"))
+        prior = load_prior(node.get("checkpoint") or node.get("name"), card=node.get("card"))
     except CheckpointError as err:
-        raise ConfigError(f"prior: {err}") from None
+        raise ConfigError(f"{key}: {err}") from None
     if node.get("scale") is not None:
         if float(node.scale) <= 0:
-            raise ConfigError(f"prior.scale={node.scale}: must be > 0")
+            raise ConfigError(f"{key}.scale={node.scale}: must be > 0")
         prior.normalization = replace(prior.normalization, scale=float(node.scale))
     try:
         prior.precision = str(precision)
@@ -112,7 +114,7 @@ def build_methods(cfg: DictConfig, device: torch.device, progress: bool = True) 
             node = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True).items()
                                      if k not in ("adapt", "perpendicular_prior")})
         extra = {} if second is None else {"perpendicular_prior": build_prior(
-            second, device, str(cfg.get("precision", "fp32")), cfg.get("compile", False))}
+            second, device, str(cfg.get("precision", "fp32")), cfg.get("compile", False), f"{key}.perpendicular_prior")}
         sampler = instantiate(node, key, prior=prior, **extra)
         if adapt is not None:
             sampler = steer(sampler, adapt, f"{key}.adapt")

@@ -112,3 +112,12 @@ def test_cli_runs_it_on_a_3d_task_and_warns_on_thick_slices(tmp_path):
                      "samplers.perpendicular.perpendicular_prior.name=ct-phantom-128", f"hydra.run.dir={run_dir}"]) == 0
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["methods"]["perpendicular"]["nfe"] == 2
+
+
+def test_a_bad_perpendicular_prior_is_one_line_naming_its_key(tmp_path, capsys):
+    args = ["run", "task=ct3d_limited_angle", "data.size=32", "data.depth=32", "baselines=[]",
+            "samplers=[perpendicular]", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert main([*args, "samplers.perpendicular.perpendicular_prior.name=no-such-prior"]) == 2
+    assert "samplers.perpendicular.perpendicular_prior:" in capsys.readouterr().err
+    assert main([*args, "samplers.perpendicular.perpendicular_prior.name=null"]) == 2
+    assert "samplers.perpendicular.perpendicular_prior: name a bundled prior" in capsys.readouterr().err
