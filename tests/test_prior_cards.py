@@ -50,6 +50,8 @@ def test_scale_override():
 BUNDLED = {
     "weights/ct-phantom-128": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),
     "weights/ct-head-256": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),  # ct-phantom-128 fine-tuned
+    "weights/ct-head-128": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),  # likewise, axial at 1.95 mm
+    "weights/ct-head-coronal-128": (1, "linear", 1000, 0.25, 0.25, False, "1/cm"),  # likewise, coronal
     "weights/ct-stripes-64": (1, "linear", 1000, 0.0, 0.05, False, "line integrals"),
     "weights/interference-128": (1, "linear", 1000, 0.0, 0.05, False, "1/cm"),
     "weights/mri-brain-256": (2, "linear", 1000, 0.0, 1.0, True, "a.u. (template max 1)"),
@@ -103,6 +105,8 @@ def test_absent_card_fields_take_the_networks_defaults():
 CONFIG_CARDS = {
     "ct_phantom": "weights/ct-phantom-128",
     "ct_head": "weights/ct-phantom-128",  # trains from the phantom prior's card (and weights: init=)
+    "ct_head_128": "weights/ct-phantom-128",  # likewise
+    "ct_head_coronal": "weights/ct-phantom-128",  # likewise
     "mri_brain": "weights/mri-brain-256",
     "noise_interference": "weights/interference-128",
     "noise_stripes": "weights/ct-stripes-64",
