@@ -103,13 +103,14 @@ def test_anisotropic_spacing_is_a_warning_naming_it():
 
 
 def test_cli_runs_it_on_a_3d_task_and_warns_on_thick_slices(tmp_path):
-    """``samplers=[perpendicular]`` on a volume of 5 mm slices and 7.8 mm pixels (the ellipse-era phantom
-    volume): it runs from the CLI and warns, naming the spacing."""
+    """``samplers=[perpendicular]`` with the bundled axial and coronal head priors on a volume of 5 mm
+    slices and 7.8 mm pixels (the ellipse-era phantom volume): it runs from the CLI and warns, naming
+    the spacing."""
     run_dir = tmp_path / "run"
     with pytest.warns(UserWarning, match=r"voxel spacing \(z, y, x\) = \(5, 7.81, 7.81\) mm"):
         assert main(["run", "task=ct3d_limited_angle", "data=phantom_volume", "data.size=32", "data.depth=32",
                      "baselines=[]", "samplers=[perpendicular]", "samplers.perpendicular.steps=2",
-                     "samplers.perpendicular.perpendicular_prior.name=ct-phantom-128", f"hydra.run.dir={run_dir}"]) == 0
+                     f"hydra.run.dir={run_dir}"]) == 0
     report = json.loads((run_dir / "metrics.json").read_text())
     assert report["methods"]["perpendicular"]["nfe"] == 2
 
