@@ -13,7 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "device_run.py"
-DEFAULT = ["env", "tests", "projector", "run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16", "train_ddp", "figures"]
+DEFAULT = ["env", "tests", "projector", "run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16",
+           "run_ct3d_wedge", "train_ddp", "figures"]
 
 
 def _run(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
@@ -84,7 +85,7 @@ def test_smoke_runs_every_default_stage_on_the_cpu(tmp_path):
     assert pairs == {(b, n) for b in ("matrix", "astra") for n in (1, 4)}
     assert all(r["slices_per_s"] > 0 and r["adjoint_error"]["float32"] < 1e-5 for r in projector["rows"])
     assert projector["matrix_adjoint_error_max"]["float64"] < 1e-12
-    for name in ("run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16"):
+    for name in ("run_sparse_ct", "run_mri", "run_ct3d", "run_compile", "run_bf16", "run_ct3d_wedge"):
         methods = stages[name]["results"]["methods"]
         assert methods and all({"psnr", "ssim", "seconds", "nfe"} <= set(m) for m in methods.values()), name
     assert "dds_3d" in stages["run_bf16"]["results"]["vs_run_ct3d"]

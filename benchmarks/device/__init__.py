@@ -5,7 +5,7 @@ commands for the GPU run or for ``--smoke`` and collects their results into ``de
 * :mod:`device.checks`: ``env``, ``tests``, ``projector`` (the device, the ``cuda`` tests, the CT
   projectors);
 * :mod:`device.runs`: ``run_sparse_ct``, ``run_mri``, ``run_ct3d``, ``run_compile``, ``run_bf16``,
-  ``figures`` (the project's workloads);
+  ``run_ct3d_wedge``, ``figures`` (the project's workloads);
 * :mod:`device.training`: ``train_ddp`` and the explicit-only ``train_priors``.
 
 ``benchmarks/device/cufft_stub.c`` beside them is no Python: ``benchmarks/device_pack.sh`` compiles
@@ -13,7 +13,7 @@ it into the archive that travels to the GPU machine.
 """
 
 from .checks import build_env, build_projector, build_tests, collect_env, collect_projector, collect_tests
-from .runs import SMOKE_2D, SMOKE_3D, build_figures, build_run, collect_figures, collect_run
+from .runs import SMOKE_2D, SMOKE_3D, SMOKE_WEDGE, build_figures, build_run, collect_figures, collect_run
 from .stage import Context, Stage, Step
 from .training import build_train_ddp, build_train_priors, collect_train_ddp, collect_train_priors
 
@@ -36,6 +36,11 @@ STAGES: list[Stage] = [
     Stage("run_bf16", "recon run task=ct3d_sparse precision=bf16", 75, 20,
           build_run("run_bf16", ["task=ct3d_sparse", "precision=bf16"], SMOKE_3D),
           collect_run("run_bf16", "run_ct3d", "bf16 network against the fp32 run_ct3d")),
+    # The whole 128^3 head at the wedge: the perpendicular-prior sampler against independent 2D and 3D DDS.
+    Stage("run_ct3d_wedge", "recon run task=ct3d_limited_angle data.depth=null, perpendicular priors", 120, 30,
+          build_run("run_ct3d_wedge", ["task=ct3d_limited_angle", "data.depth=null",
+                                       "samplers=[independent_2d,dds_3d,perpendicular]"], SMOKE_WEDGE),
+          collect_run("run_ct3d_wedge")),
     Stage("train_ddp", "torchrun recon train (NCCL, one GPU)", 75, 20, build_train_ddp, collect_train_ddp),
     Stage("figures", "gpu_figures fp32/tf32/bf16", 10_000, 60, build_figures, collect_figures, smoke_cap_s=60,
           reserve_s=120),

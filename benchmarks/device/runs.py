@@ -1,6 +1,6 @@
 """The stages of ``benchmarks/device_run.py`` that run the project's workloads on the device:
-``python -m recon run`` per task (``run_sparse_ct``, ``run_mri``, ``run_ct3d``; ``run_compile`` and
-``run_bf16`` against them) and ``figures`` (``benchmarks/gpu_figures.py`` in the time left)."""
+``python -m recon run`` per task (``run_sparse_ct``, ``run_mri``, ``run_ct3d``, ``run_ct3d_wedge``;
+``run_compile`` and ``run_bf16`` against them) and ``figures`` (``benchmarks/gpu_figures.py`` in the time left)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from .stage import REPO, Context, Step, merge, read_json
 SMOKE_2D = ["samplers.dds.steps=3", "data.size=32"]
 SMOKE_3D = ["data.size=32", "data.depth=2", "samplers.independent_2d.steps=2", "samplers.slice_coupled.steps=2",
             "samplers.dds_3d.steps=2"]
+SMOKE_WEDGE = ["data.size=32", "data.depth=32", "samplers.independent_2d.steps=2", "samplers.dds_3d.steps=2",
+               "samplers.perpendicular.steps=2"]
 
 
 def build_run(name: str, overrides: list[str], smoke: list[str]) -> Callable[[Context], list[Step]]:
