@@ -227,8 +227,8 @@ class PerSlice:
     """Run a 2D method on every slice of a volume independently, ``chunk`` slices at a time.
 
     ``method(y2d, slice_operator, generator=g)`` as any recon method; ``physics`` must be a
-    :class:`operators.volume.SliceStack`. Gives the ``fbp`` and ``independent_2d`` references
-    of the 3D tasks.
+    :class:`operators.volume.SliceStack` (another operator, e.g. cone beam, is a ``ValueError``:
+    the method refuses it). Gives the ``fbp`` and ``independent_2d`` references of the 3D tasks.
     """
 
     def __init__(self, method: Callable[..., Tensor], chunk: int = 16):
@@ -239,7 +239,9 @@ class PerSlice:
     def __call__(self, y: Tensor, physics: SliceStack, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None) -> Tensor:
         if not isinstance(physics, SliceStack):
-            raise TypeError(f"PerSlice needs a SliceStack operator, got {type(physics).__name__}")
+            raise ValueError(f"a per-slice method needs an operator that acts slice by slice (SliceStack), got "
+                             f"{type(physics).__name__}; with cone beam use a volume sampler (dds_3d, perpendicular) "
+                             "and baselines=[]")
         b, d = y.shape[0], physics.depth
         flat = y.reshape(b * d, 1, *y.shape[3:])
         kwargs = {"generator": generator} if generator is not None else {}
