@@ -24,17 +24,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:  # cone.py imports this module
-    from .cone import ConeGeometry
-
 __all__ = ["TorchConeProjector", "cone_vectors"]
+
+
+class ConeGeometry(Protocol):
+    """What this module reads of a cone-beam geometry (:class:`operators.cone.ConeGeometry`, which
+    imports this module, so it is not imported here)."""
+
+    depth: int
+    image_size: int
+    angles: tuple[float, ...]
+    detector_rows: int
+    detector_cols: int
+    detector_spacing: float
+    source_distance: float
+    detector_distance: float
 
 
 def cone_vectors(geometry: ConeGeometry) -> np.ndarray:
