@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,22 +34,9 @@ from torch import Tensor
 __all__ = ["TorchConeProjector", "cone_vectors"]
 
 
-class ConeGeometry(Protocol):
-    """What this module reads of a cone-beam geometry (:class:`operators.cone.ConeGeometry`, which
-    imports this module, so it is not imported here)."""
-
-    depth: int
-    image_size: int
-    angles: tuple[float, ...]
-    detector_rows: int
-    detector_cols: int
-    detector_spacing: float
-    source_distance: float
-    detector_distance: float
-
-
-def cone_vectors(geometry: ConeGeometry) -> np.ndarray:
-    """``(views, 12)`` float64 rows ``(source, detector centre, u, v)`` in voxels, the layout of
+def cone_vectors(geometry: Any) -> np.ndarray:
+    """For an :class:`operators.cone.ConeGeometry` (not imported here: that module imports this one),
+    ``(views, 12)`` float64 rows ``(source, detector centre, u, v)`` in voxels, the layout of
     astra's ``cone_vec`` geometry: ``u`` steps one detector column, ``v`` one detector row."""
     a = np.asarray(geometry.angles, dtype=np.float64)
     sin, cos, zero = np.sin(a), np.cos(a), np.zeros_like(a)
@@ -67,7 +54,7 @@ class TorchConeProjector:
     values (times the batch, plus the sample coordinates) held at once.
     """
 
-    def __init__(self, geometry: ConeGeometry, step: float = 0.5, max_samples: int = 1 << 23):
+    def __init__(self, geometry: Any, step: float = 0.5, max_samples: int = 1 << 23):
         if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
             raise ValueError(f"cone beam: step must be a positive number of voxels, got {step!r}")
         if not (isinstance(max_samples, int) and max_samples >= 1):
