@@ -21,6 +21,7 @@ def conjugate_gradient(
     *,
     iterations: int = 10,
     tol: float = 0.0,
+    preconditioner: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Solve ``M x = rhs`` for every batch element independently.
 
@@ -34,18 +35,25 @@ def conjugate_gradient(
     ``A^H A``) such a direction lies in the null space up to rounding, and its step would
     blow up. Differentiable if ``apply`` is.
 
+    ``preconditioner``: an optional Hermitian positive definite ``P ~ M^-1`` (``r -> P r``);
+    preconditioned CG then minimises the same objective as CG (same solution), in fewer
+    iterations where ``P M`` is better conditioned than ``M``; the floors above then apply to
+    ``<r, P r>``.
+
     Shapes: ``rhs`` and ``x0`` are ``(B, ...)``; returns ``(B, ...)``.
     """
     x = torch.zeros_like(rhs) if x0 is None else x0
     r = rhs - apply(x) if x0 is not None else rhs.clone()
-    p = r
-    rs = batch_norm2(r)
+    precondition = preconditioner if preconditioner is not None else (lambda v: v)
+    z = precondition(r)
+    p = z
+    rs = inner(r, z).real if preconditioner is not None else batch_norm2(r)
     threshold = (tol**2) * batch_norm2(rhs)
     eps = torch.finfo(rs.dtype).eps
     floor = rs * (10 * eps) ** 2
     top = torch.zeros_like(rs)  # the largest Rayleigh quotient <p, M p> / <p, p> seen so far
     for _ in range(iterations):
-        if tol > 0 and bool((rs <= threshold).all()):  # the check syncs with the device: only when asked
+        if tol > 0 and bool((batch_norm2(r) <= threshold).all()):  # the check syncs with the device: only when asked
             break
         mp = apply(p)
         curvature = inner(p, mp).real
@@ -55,8 +63,9 @@ def conjugate_gradient(
         alpha = torch.where(active, rs / torch.where(active, curvature, torch.ones_like(curvature)), 0.0)
         x = x + _per_sample(alpha, x).to(x.dtype) * p
         r = r - _per_sample(alpha, r).to(r.dtype) * mp
-        rs_new = batch_norm2(r)
+        z = precondition(r)
+        rs_new = inner(r, z).real if preconditioner is not None else batch_norm2(r)
         beta = torch.where(active, rs_new / torch.where(active, rs, torch.ones_like(rs)), 0.0)
-        p = r + _per_sample(beta, p).to(p.dtype) * p
+        p = z + _per_sample(beta, p).to(p.dtype) * p
         rs = rs_new
     return x

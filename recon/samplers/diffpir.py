@@ -57,19 +57,22 @@ class DiffPIR(Sampler):
 
     def __init__(self, prior: DiffusionPrior, steps: int = 100, lam: float = 1.0, zeta: float = 0.3,
                  sigma: float | None = None, noise: float = 0.1, cg_iterations: int = 10,
-                 operator_norm: float | None = None, clamp: tuple[float, float] | None = None):
+                 operator_norm: float | None = None, clamp: tuple[float, float] | None = None,
+                 precondition: bool = False):
         if not 0.0 <= zeta <= 1.0 or not lam > 0:
             raise ValueError(f"DiffPIR needs zeta in [0, 1] and lam > 0, got zeta={zeta}, lam={lam}")
         super().__init__(prior, steps)
         self.lam, self.zeta, self.sigma, self.noise = float(lam), float(zeta), sigma, float(noise)
         self.cg_iterations, self.operator_norm, self.clamp = int(cg_iterations), operator_norm, clamp
+        self.precondition = bool(precondition)
 
     @torch.no_grad()
     def __call__(self, y: Tensor, physics: Physics, *, generator: torch.Generator | None = None,
                  callback: Callback | None = None, x_init: Tensor | None = None) -> Tensor:
         check_measurement(y, "DiffPIR")
         prior, pairs = self.prior, step_pairs(self.prior, self.steps)
-        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init, name="DiffPIR")
+        data = DataTerm(y, physics, prior, self.sigma, self.noise, self.operator_norm, x_init, name="DiffPIR",
+                        precondition=self.precondition)
         z = initial_state(prior, image_shape(physics, x_init, "DiffPIR"), y.shape[0], pairs[0][2], generator,
                           y.device, x_init)
         for i, (t, _, abar, abar_prev) in enumerate(pairs):

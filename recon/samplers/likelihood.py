@@ -33,8 +33,9 @@ class DataTerm:
     """
 
     def __init__(self, y: Tensor, physics: Physics, prior: DiffusionPrior, sigma: float | None, noise: float,
-                 operator_norm: float | None = None, x_start: Tensor | None = None, name: str = "sampler"):
-        self.y, self.physics, self.prior = y, physics, prior
+                 operator_norm: float | None = None, x_start: Tensor | None = None, name: str = "sampler",
+                 precondition: bool = False):
+        self.y, self.physics, self.prior, self.precondition = y, physics, prior, precondition
         self.linear = isinstance(physics, LinearOperator)
         self.scale = float(prior.normalization.scale)
         self._norm_given, self._x_start, self.name = operator_norm, x_start, name
@@ -90,7 +91,9 @@ class DataTerm:
     # --- linear models: closed-form Gaussian steps --------------------------------------------
     def solve(self, rhs: Tensor, mu: float, start: Tensor | None, iterations: int) -> Tensor:
         """``(A^H A + mu I)^-1 rhs`` by CG (physical units), from ``start``."""
-        return conjugate_gradient(lambda v: self.physics.normal(v) + mu * v, rhs, start, iterations=iterations)
+        preconditioner = getattr(self.physics, "preconditioner", None) if self.precondition else None
+        return conjugate_gradient(lambda v: self.physics.normal(v) + mu * v, rhs, start, iterations=iterations,
+                                  preconditioner=None if preconditioner is None else preconditioner(mu))
 
     def prox(self, center: Tensor, r: float, iterations: int, y: Tensor | None = None) -> Tensor:
         """``argmin_z f(z) + ||z - center||^2 / (2 r^2)`` (``y`` in place of the measurement if given).
