@@ -11,6 +11,7 @@ from operators.volume import SliceStack
 from priors import GaussianPrior
 from priors.schedule import VPSchedule
 from recon.app import main
+from recon.config import load_config
 from recon.samplers import DDS3D, Perpendicular
 from recon.samplers.perpendicular import eps_in_plane, warn_if_anisotropic
 
@@ -122,3 +123,10 @@ def test_a_bad_perpendicular_prior_is_one_line_naming_its_key(tmp_path, capsys):
     assert "samplers.perpendicular.perpendicular_prior:" in capsys.readouterr().err
     assert main([*args, "samplers.perpendicular.perpendicular_prior.name=null"]) == 2
     assert "samplers.perpendicular.perpendicular_prior: name a bundled prior" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task, tv_z", [("ct3d_sparse", 0.0005), ("ct3d_limited_angle", 0.0)])
+def test_each_3d_task_sets_the_perpendicular_tv_z_chosen_for_it(task, tv_z):
+    """TV along z helps at 8 views and not at the wedge (benchmarks/RESULTS.md): the task picks it."""
+    cfg = load_config([f"task={task}", "samplers=[perpendicular]", "data.depth=null"])
+    assert cfg.samplers.perpendicular.lam == tv_z
