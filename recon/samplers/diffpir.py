@@ -53,6 +53,9 @@ class DiffPIR(Sampler):
         cg_iterations: CG iterations of the data subproblem (linear models).
         operator_norm: ``||A||`` when known (skips the estimate).
         clamp: optional model-space bounds for the Tweedie and data-consistent estimates.
+        precondition: precondition the data subproblem's CG with the operator's
+            ``preconditioner(mu)`` where it has one (:class:`operators.NonCartesianMRI`): the same
+            solution in fewer iterations.
     """
 
     def __init__(self, prior: DiffusionPrior, steps: int = 100, lam: float = 1.0, zeta: float = 0.3,
