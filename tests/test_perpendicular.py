@@ -125,8 +125,8 @@ def test_a_bad_perpendicular_prior_is_one_line_naming_its_key(tmp_path, capsys):
     assert "samplers.perpendicular.perpendicular_prior: name a bundled prior" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("task, tv_z", [("ct3d_sparse", 0.0005), ("ct3d_limited_angle", 0.0)])
-def test_each_3d_task_sets_the_perpendicular_tv_z_chosen_for_it(task, tv_z):
-    """TV along z helps at 8 views and not at the wedge (benchmarks/RESULTS.md): the task picks it."""
+@pytest.mark.parametrize("task, tv_z, every", [("ct3d_sparse", 0.0005, 3), ("ct3d_limited_angle", 0.0, 2)])
+def test_each_3d_task_sets_the_perpendicular_settings_chosen_for_it(task, tv_z, every):
+    """TV along z and fewer coronal turns help at 8 views, not at the wedge (benchmarks/RESULTS.md)."""
     cfg = load_config([f"task={task}", "samplers=[perpendicular]", "data.depth=null"])
-    assert cfg.samplers.perpendicular.lam == tv_z
+    assert (cfg.samplers.perpendicular.lam, cfg.samplers.perpendicular.every) == (tv_z, every)
