@@ -111,11 +111,13 @@ class NonCartesianMRI(LinearOperator):
         """
         if not mu > 0:
             raise ValueError(f"preconditioner: mu must be > 0, got {mu}")
-        spectrum = self._circulant_spectrum.to(self.sens_maps.device)
+        spectrum = self._circulant_spectrum
+        if spectrum.device != self.sens_maps.device:  # once per device, not once per CG step
+            spectrum = self.__dict__["_circulant_spectrum"] = spectrum.to(self.sens_maps.device)
+        denominator = spectrum + mu
 
         def apply(x: Tensor) -> Tensor:
-            scaled = torch.fft.fft2(x) / (spectrum + mu).to(x.real.dtype)
-            return torch.fft.ifft2(scaled).to(x.dtype)
+            return torch.fft.ifft2(torch.fft.fft2(x) / denominator.to(x.real.dtype)).to(x.dtype)
 
         return apply
 
