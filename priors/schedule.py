@@ -35,6 +35,26 @@ def _space_timesteps(num_steps: int, count: int) -> list[int]:
     return kept
 
 
+def _quad_timesteps(num_steps: int, count: int) -> list[int]:
+    """``count`` indices in ``[0, num_steps - 1]`` denser near 0: ``t_k = (T-1)(1 - sqrt(1 - k/(K-1)))``.
+
+    DiffPIR's "quad" skip (``main_ddpir_*.py``: ``sqrt(linspace(0, T^2, K))`` counted from the
+    noisy end): the spacing falls from ``~T/sqrt(K)`` at the noisy end to ``~T/(2K)`` at the clean
+    end, half uniform spacing's there. Refused where rounding would repeat an index (``K > ~T/2``).
+    """
+    if not 2 <= count <= num_steps:
+        raise ValueError(f"cannot respace {num_steps} steps to {count} with quad spacing")
+    last = num_steps - 1
+    kept = [round(last * (1.0 - math.sqrt(1.0 - k / (count - 1)))) for k in range(count)]
+    if len(set(kept)) != count:
+        raise ValueError(f"quad spacing of {num_steps} steps to {count} repeats steps; use at most "
+                         f"{num_steps // 2} steps or spacing='uniform'")
+    return kept
+
+
+SPACINGS = {"uniform": _space_timesteps, "quad": _quad_timesteps}
+
+
 @dataclass(frozen=True, eq=False)
 class VPSchedule:
     """A VP schedule over ``T`` training steps, sampled at the ``K`` kept ``timesteps``.
@@ -87,9 +107,12 @@ class VPSchedule:
         """Number of kept (sampling) steps K."""
         return len(self.timesteps)
 
-    def respace(self, steps: int) -> "VPSchedule":
-        """The same training schedule sampled at ``steps`` evenly spaced training steps."""
-        kept = _space_timesteps(self.num_train_steps, steps)
+    def respace(self, steps: int, spacing: str = "uniform") -> "VPSchedule":
+        """The same training schedule sampled at ``steps`` training steps: evenly spaced
+        (``uniform``) or denser near clean data (``quad``, DiffPIR's; :func:`_quad_timesteps`)."""
+        if spacing not in SPACINGS:
+            raise ValueError(f"unknown spacing {spacing!r}; choose from {sorted(SPACINGS)}")
+        kept = SPACINGS[spacing](self.num_train_steps, steps)
         return VPSchedule(self.train_alphas_cumprod, torch.tensor(kept, dtype=torch.int64))
 
     @property

@@ -76,3 +76,21 @@ def test_alpha_bar_and_sigma_lookup():
     torch.testing.assert_close(s.sigma(t, torch.float64), (1 - expected).sqrt())
     assert s.sigma(-1).item() == 0.0
     assert s.alpha_bar(500).shape == ()
+
+
+def test_quad_spacing_is_diffpirs_and_denser_near_clean_data():
+    """DiffPIR's "quad" skip: ``sqrt(linspace(0, T^2, K))`` counted from the noisy end, i.e. kept
+    ``t_k = (T-1)(1 - sqrt(1 - k/(K-1)))``: at K = 100 the clean end is 5 apart (uniform: 10)."""
+    full = VPSchedule.linear(1000)
+    s = full.respace(100, "quad")
+    kept = s.timesteps.tolist()
+    assert kept[:4] == [0, 5, 10, 15] and kept[-3:] == [857, 899, 999]
+    assert len(set(kept)) == 100 and kept == sorted(kept)
+    reference = [999 - int(v) for v in torch.linspace(0, 1000.0**2, 100, dtype=torch.float64).sqrt()]
+    assert max(abs(a - b) for a, b in zip(kept, reference[::-1])) <= 1
+    torch.testing.assert_close(torch.cumprod(1 - s.betas, 0), s.alphas_cumprod, rtol=1e-10, atol=1e-15)
+    assert full.respace(10, "uniform").timesteps.tolist() == full.respace(10).timesteps.tolist()
+    with pytest.raises(ValueError, match="repeats steps"):
+        full.respace(600, "quad")
+    with pytest.raises(ValueError, match="spacing"):
+        full.respace(10, "log")

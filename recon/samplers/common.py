@@ -25,9 +25,10 @@ def abar_at(prior: DiffusionPrior, t: int) -> float:
     return float(prior.schedule.alpha_bar(t, torch.float64))
 
 
-def step_pairs(prior: DiffusionPrior, steps: int) -> list[tuple[int, int, float, float]]:
-    """``(t, t_prev, abar_t, abar_prev)`` per sampling step, noisiest first."""
-    schedule = prior.schedule.respace(steps)
+def step_pairs(prior: DiffusionPrior, steps: int, spacing: str = "uniform") -> list[tuple[int, int, float, float]]:
+    """``(t, t_prev, abar_t, abar_prev)`` per sampling step, noisiest first (``spacing``: see
+    :meth:`priors.schedule.VPSchedule.respace`)."""
+    schedule = prior.schedule.respace(steps, spacing)
     return [(t, tp, float(schedule.alpha_bar(t, torch.float64)), float(schedule.alpha_bar(tp, torch.float64)))
             for t, tp in schedule.step_pairs()]
 
