@@ -107,7 +107,9 @@ def test_adaptation_lowers_the_data_consistency_loss(ct_problem):
 
 
 @pytest.mark.parametrize("make", [lambda p: DDS(p, steps=6, clamp=(-1.0, 1.0)),
-                                  lambda p: DiffPIR(p, steps=6, zeta=1.0, noise=0.01)], ids=["dds", "diffpir"])
+                                  lambda p: DiffPIR(p, steps=6, zeta=1.0, noise=0.01),
+                                  lambda p: DiffPIR(p, steps=6, zeta=1.0, noise=0.01, spacing="quad")],
+                         ids=["dds", "diffpir", "diffpir_quad"])
 def test_zero_adapt_steps_equal_the_plain_sampler_and_adapting_changes_it(ct_problem, make):
     prior, physics, y, _ = ct_problem
     sampler = make(prior)

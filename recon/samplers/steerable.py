@@ -132,7 +132,7 @@ class Steerable:
 
     def adapt_timesteps(self) -> list[int]:
         """The training steps at which the adapters are trained, noisiest first."""
-        pairs = step_pairs(self.prior, self.sampler.steps)
+        pairs = step_pairs(self.prior, self.sampler.steps, getattr(self.sampler, "spacing", "uniform"))
         return [t for i, (t, _, abar, _) in enumerate(pairs)
                 if (i % self.every == 0 or i >= len(pairs) - self.last) and noise_level(abar) <= self.below]
 
