@@ -63,4 +63,5 @@ def test_mri_tasks_default_to_diffpir_with_the_settings_chosen_on_training_slice
 
     diffpir = load_config([f"task={task}"]).samplers.diffpir
     assert diffpir["_target_"] == "recon.samplers.DiffPIR"
-    assert (diffpir.cg_iterations, diffpir.precondition, diffpir.spacing, diffpir.sigma) == (cg, precondition, "quad", 0.01)
+    chosen = (diffpir.cg_iterations, diffpir.precondition, diffpir.spacing, diffpir.sigma)
+    assert chosen == (cg, precondition, "quad", 0.01)

@@ -34,10 +34,10 @@ class DiffPIR(Sampler):
     grad f(z0) / (L^2 / sigma^2 + 1 / r_t^2)`` (InverseBench takes ``z0 - r_t^2 grad f(z0)``,
     which diverges where ``r_t L / sigma`` is large); the start is noise (or ``x_init``
     diffused), not the noised measurement, which is not an image for CT or MRI; the timesteps
-    are evenly respaced unless ``spacing="quad"`` (the reference's default: half the spacing
-    near clean data, coarser at the noisy end); no clipping unless ``clamp`` is set. Reference defaults: 100 steps, ``lam = 1``, ``sigma_n = 0.05`` on [0, 1]
-    images (``noise = 0.1`` here on [-1, 1]), ``zeta`` 0.1 (deblur) to 0.25 (SR), 1 for
-    inpainting.
+    are evenly respaced unless ``spacing="quad"`` (the reference's: half the spacing near clean
+    data, coarser at the noisy end); no clipping unless ``clamp`` is set. Reference defaults:
+    100 quad steps, ``lam = 1``, ``sigma_n = 0.05`` on [0, 1] images (``noise = 0.1`` here on
+    [-1, 1]), ``zeta`` 0.1 (deblur) to 0.25 (SR), 1 for inpainting.
 
     ``sigma`` / ``noise``: the measurement noise (see DataTerm). ``nfe = steps`` (forward only).
     Called as ``diffpir(y, physics, generator=g) -> x``, ``(B, *in_shape)`` physical units;
