@@ -110,11 +110,16 @@ def run_methods(methods: dict[str, Method], y: torch.Tensor, physics: torch.nn.M
     Diffusion samplers (``nfe > 0``) draw ``samples`` posterior samples in one batch when
     ``samples > 1``; they are scored on the samples' mean (see :class:`MethodResult`).
     ``measure_memory`` adds ``peak_mib`` (:class:`recon.measure.PeakMemory`) to the metrics.
+    Every method starts from ``generator``'s state at entry, so a method's draws do not depend on
+    which others run before it (as in :mod:`recon.batch_job`): ``samplers=[dds,diffpir]`` gives
+    the DiffPIR result of ``samplers=[diffpir]``.
     """
     if samples < 1:
         raise ConfigError(f"samples={samples}: expected a positive number of posterior samples")
     results: dict[str, MethodResult] = {}
+    start = generator.get_state()
     for name, method in methods.items():
+        generator.set_state(start)
         nfe = int(getattr(method, "nfe", 0))
         draws = samples if nfe > 0 else 1
         with PeakMemory(y.device) if measure_memory else nullcontext() as memory:
