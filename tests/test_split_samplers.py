@@ -109,6 +109,20 @@ def test_diffpir_ct_uses_the_quad_timesteps_chosen_on_training_cases(task):
     assert (spacing("diffpir_ct"), spacing("diffpir")) == ("quad", "uniform")
 
 
+def test_limited_angle_ct_defaults_to_diffpir_ct_and_runs_end_to_end(tmp_path):
+    """DiffPIR-100 quad led DDS-100 and PiGDM-100 on 4 training heads at the 90 degree wedge
+    (benchmarks/RESULTS.md: 24.54 dB / 0.933 against DDS 24.11 / 0.874)."""
+    from recon.app import main
+    from recon.config import load_config
+
+    samplers = load_config(["task=limited_angle_ct"]).samplers
+    assert list(samplers) == ["diffpir"] and (samplers.diffpir.spacing, samplers.diffpir.zeta) == ("quad", 1.0)
+    run = tmp_path / "run"
+    assert main(["run", "task=limited_angle_ct", f"hydra.run.dir={run}", "data.size=32", "baselines=[fbp]",
+                 "samplers.diffpir.steps=4"]) == 0
+    assert (run / "metrics.json").is_file()
+
+
 @pytest.mark.parametrize("name", list(MAKE))
 def test_nfe_counts_network_calls_and_callback_every_step(name):
     prior, physics, y, _ = problem()
