@@ -34,13 +34,22 @@ __all__ = ["BENCH_KEYS", "bench"]
 BENCH_KEYS = ("tasks", "count", "results", "plots")
 
 
+def task_config(task: str, index: int, overrides: list[str]) -> DictConfig:
+    """Case ``index`` of ``task`` with ``overrides``; an override the task cannot take (one meant
+    for other tasks' methods) is an error naming the task."""
+    try:
+        return load_config([f"task={task}", f"data.index={index}", f"seed={index}", *overrides])
+    except ConfigError as err:
+        raise ConfigError(f"task {task}: {err}") from None
+
+
 def bench_task(task: str, count: int, overrides: list[str]) -> dict[str, list[dict[str, Any]]]:
     """Per method (named ``name-NFE`` for samplers): one metrics row per case, with its seconds
     per slice, peak memory and device."""
     rows: dict[str, list[dict[str, Any]]] = {}
     methods: dict[str, Any] = {}
     for index in range(count):
-        cfg = load_config([f"task={task}", f"data.index={index}", f"seed={index}", *overrides])
+        cfg = task_config(task, index, overrides)
         engine = Engine(cfg, methods or None)  # methods built once per task: cases differ in data only
         methods, device = engine.methods, engine.device
         outcome = engine.run(measure_memory=True)
@@ -95,6 +104,8 @@ def bench(cfg: DictConfig, overrides: list[str], command: str = "") -> str:
     tasks, count = list(cfg.tasks), int(cfg.count)
     if count < 1 or not tasks:
         raise ConfigError("bench: need count >= 1 and at least one task")
+    for task in tasks:  # every task's config first: a bad override must not cost the tasks before it
+        task_config(task, 0, overrides)
     results = {task: bench_task(task, count, overrides) for task in tasks}
     device = resolve_device(str(load_config([f"task={tasks[0]}", *overrides]).device))  # task keys may be overridden
     if device.type == "cuda":

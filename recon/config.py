@@ -40,16 +40,27 @@ def load_config(overrides: Sequence[str], config_name: str = "config") -> DictCo
     from omegaconf.errors import OmegaConfBaseException
 
     root = config_root()
-    initialize = (initialize_config_dir(config_dir=str(Path(str(root)).resolve()), version_base="1.3")
-                  if isinstance(root, Path) else initialize_config_module(CONFIG_PACKAGE, version_base="1.3"))
-    try:
+
+    def composed(items: Sequence[str]) -> DictConfig:
+        initialize = (initialize_config_dir(config_dir=str(Path(str(root)).resolve()), version_base="1.3")
+                      if isinstance(root, Path) else initialize_config_module(CONFIG_PACKAGE, version_base="1.3"))
         with initialize:
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+            return compose(config_name, overrides=list(items), return_hydra_config=True)
+
+    errors = (HydraException, OmegaConfBaseException, ValueError)  # ValueError: Hydra's override checks
+    try:
+        cfg = composed(overrides)
         job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
         OmegaConf.to_container(job, resolve=True)  # every interpolation resolves (${oops} fails here, not later)
         missing = sorted(OmegaConf.missing_keys(job))
-    except (HydraException, OmegaConfBaseException, ValueError) as err:  # ValueError: Hydra's override checks
-        raise ConfigError(_first_line(err)) from None
+    except errors as err:
+        message, key = _first_line(err), _unoverridable_key(str(err))
+        if key:  # say what is there instead: "(samplers has no 'dds'; it has: diffpir)"
+            try:
+                message += _absent_key_hint(composed([o for o in overrides if o.split("=", 1)[0] != key]), key)
+            except errors:
+                pass
+        raise ConfigError(message) from None
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)} (set it with {missing[0]}=...)")
     seed = job.get("seed", 0)
@@ -62,6 +73,28 @@ def job_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` without the ``hydra`` node, resolved: what a run used, for saving."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     return OmegaConf.create(OmegaConf.to_container(job, resolve=True))
+
+
+def _unoverridable_key(message: str) -> str | None:
+    """``samplers.dds.steps`` from Hydra's "Could not override 'samplers.dds.steps'." (else None)."""
+    prefix = "Could not override '"
+    return message[len(prefix):].split("'", 1)[0] if message.startswith(prefix) else None
+
+
+def _absent_key_hint(cfg: DictConfig, key: str) -> str:
+    """`` (samplers has no 'dds'; it has: diffpir)``: the deepest part of ``key`` that ``cfg`` holds,
+    and what it holds there (a task whose samplers differ, a misspelt setting)."""
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return ""
+        if part not in node:
+            where = ".".join(parts[:depth]) or "the config"
+            names = [str(k) for k in node.keys() if k != "hydra"]
+            listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            return f" ({where} has no '{part}'; it has: {listed or 'nothing'})"
+        node = node[part]
+    return ""
 
 
 def _first_line(err: Exception) -> str:

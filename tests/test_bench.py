@@ -31,6 +31,21 @@ def test_bench_appends_a_table_per_task_and_plots(tmp_path):
     assert results.read_text().count("### recon bench") == 2
 
 
+def test_an_override_a_task_cannot_take_names_the_task_and_what_it_has(tmp_path, capsys, monkeypatch):
+    """Every task's config is checked before any task runs (inpainting, first, would take minutes)."""
+    import recon.bench
+
+    ran = []
+    monkeypatch.setattr(recon.bench, "bench_task", lambda task, *a: ran.append(task) or {})
+    args = ["bench", "tasks=[inpainting,mri_multicoil]", "count=1", "samplers.dds.steps=4",
+            f"results={tmp_path / 'R.md'}", f"plots={tmp_path / 'plots'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: task mri_multicoil: Could not override 'samplers.dds.steps'. "
+                   "(samplers has no 'dds'; it has: diffpir)"], err
+    assert not (tmp_path / "R.md").exists() and not (tmp_path / "plots").exists() and ran == []
+
+
 def test_a_methods_draws_do_not_depend_on_the_methods_run_before_it():
     """Each method starts from the generator's state at entry (run, bench and batch alike): a
     random method gives the same image alone, after another random method, and in either order
