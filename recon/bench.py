@@ -104,10 +104,10 @@ def bench(cfg: DictConfig, overrides: list[str], command: str = "") -> str:
     tasks, count = list(cfg.tasks), int(cfg.count)
     if count < 1 or not tasks:
         raise ConfigError("bench: need count >= 1 and at least one task")
-    for task in tasks:  # every task's config first: a bad override must not cost the tasks before it
-        task_config(task, 0, overrides)
+    # every task's config first: a bad override must not cost the tasks before it
+    first_cases = [task_config(task, 0, overrides) for task in tasks]
     results = {task: bench_task(task, count, overrides) for task in tasks}
-    device = resolve_device(str(load_config([f"task={tasks[0]}", *overrides]).device))  # task keys may be overridden
+    device = resolve_device(str(first_cases[0].device))  # task keys may be overridden
     if device.type == "cuda":
         memory_note = "peak memory: the CUDA allocator's peak during the method"
     elif bytes_in_use() is not None:
